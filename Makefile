@@ -1,0 +1,23 @@
+# The two newcomer commands: `make demo` (main job on the embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/babylon migrate
+	$(BIN)/babylon simulate --agents 5 --windows 3 --seed 7
+	$(BIN)/babylon verify
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy babylon_assets resources sensors tests bench
+	$(BIN)/pytest

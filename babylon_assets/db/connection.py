@@ -1,0 +1,100 @@
+"""Where the database is: `DATABASE_URL`, or the project's embedded server when it is unset.
+
+The embedded server is a deliberate local profile, announced on stderr, never a fallback for an
+unreachable `DATABASE_URL`.
+"""
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from babylon_assets.errors import BabylonError
+
+DATABASE_URL_ENV = "DATABASE_URL"
+BABYLON_HOME_ENV = "BABYLON_HOME"
+
+
+class DatabaseUnavailableError(BabylonError):
+    """The configured database cannot be reached; the message says what to do."""
+
+    exit_code = 2
+
+
+def babylon_home() -> Path:
+    """The project-local, git-ignored folder for the embedded database and the Dagster instance."""
+    return Path(os.environ.get(BABYLON_HOME_ENV, ".babylon")).resolve()
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe for logs and metadata."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# pgserver keeps one handle per process and stops the server when the last process lets go,
+# so the handle must live as long as the process.
+_embedded_urls: dict[Path, str] = {}
+
+
+def start_embedded_server(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL in `data_dir` and return its socket URL."""
+    if data_dir in _embedded_urls:
+        return _embedded_urls[data_dir]
+    with warnings.catch_warnings():
+        # platformdirs warns about XDG_RUNTIME_DIR on headless machines; pgserver copes without it.
+        warnings.simplefilter("ignore")
+        import pgserver  # heavy import, only for the embedded profile
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    url: str = server.get_uri()
+    _embedded_urls[data_dir] = url
+    return url
+
+
+def resolve_database_url() -> str:
+    """`DATABASE_URL` when set; otherwise the embedded server, announced in one line on stderr."""
+    url = os.environ.get(DATABASE_URL_ENV, "").strip()
+    if url:
+        return url
+    data_dir = babylon_home() / "pgdata"
+    announced = data_dir in _embedded_urls
+    url = start_embedded_server(data_dir)
+    if not announced:
+        print(
+            f"babylon: DATABASE_URL is not set; using the embedded PostgreSQL in {data_dir}",
+            file=sys.stderr,
+        )
+    return url
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[TupleRow]:
+    """Open a connection, turning a refused or misconfigured server into one actionable error."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailableError(unreachable_message(url, error)) from error
+
+
+async def connect_async(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[TupleRow]:
+    """Async twin of `connect` for the reader."""
+    try:
+        return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailableError(unreachable_message(url, error)) from error
+
+
+def unreachable_message(url: str, error: Exception) -> str:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (
+        f"cannot connect to PostgreSQL at {redact_url(url)} ({first_line}). "
+        f"Start the server or fix {DATABASE_URL_ENV}; unset it to use the embedded server."
+    )

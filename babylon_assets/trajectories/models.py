@@ -1,0 +1,279 @@
+"""Typed models of what the game records: camelCase JSON in, snake_case attributes out.
+
+Every number must be finite and every window id a UTC hour start; anything else is a
+validation error whose message becomes the row's stored rejection reason.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    NonNegativeInt,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+WINDOW_KEY_FORMAT = "%Y-%m-%dT%H:00"
+
+FinalStatus = Literal["completed", "completed_with_errors", "terminated", "error", "timeout"]
+CallPurpose = Literal["action", "reasoning", "evaluation", "response", "other"]
+Sentiment = Literal["BULLISH", "BEARISH", "NEUTRAL"]
+PredictionResult = Literal["YES", "NO", "UNRESOLVED"]
+
+
+def _require_hour_start(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("window id must be timezone-aware (UTC hour start)")
+    as_utc = value.astimezone(UTC)
+    if (as_utc.minute, as_utc.second, as_utc.microsecond) != (0, 0, 0):
+        raise ValueError(f"window id {as_utc.isoformat()} is not on the hour (windows are UTC hour starts)")
+    return as_utc
+
+
+WindowId = Annotated[datetime, AfterValidator(_require_hour_start)]
+
+
+def window_key(window_id: datetime) -> str:
+    """The partition key and display form of a window: `YYYY-MM-DDTHH:00` in UTC."""
+    return _require_hour_start(window_id).strftime(WINDOW_KEY_FORMAT)
+
+
+def parse_window_key(key: str) -> datetime:
+    """Inverse of `window_key`; a malformed key is a ValueError that quotes it."""
+    try:
+        parsed = datetime.strptime(key, WINDOW_KEY_FORMAT).replace(tzinfo=UTC)
+    except ValueError as error:
+        raise ValueError(f"window key {key!r} is not of the form YYYY-MM-DDTHH:00 (UTC)") from error
+    return parsed
+
+
+class RecordedModel(BaseModel):
+    """Shared config for the recorder's camelCase JSON."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        allow_inf_nan=False,
+        frozen=True,
+        extra="ignore",
+    )
+
+
+class EnvironmentState(RecordedModel):
+    agent_balance: float
+    agent_pnl: float = Field(validation_alias=AliasChoices("agentPnL", "agentPnl", "agent_pnl"))
+    open_positions: NonNegativeInt
+    active_markets: NonNegativeInt
+    # Plugin-logger extras.
+    agent_points: float | None = None
+    portfolio_value: float | None = None
+    unread_messages: NonNegativeInt | None = None
+    recent_engagement: float | None = None
+    custom: dict[str, JsonValue] | None = None
+
+
+class ProviderAccess(RecordedModel):
+    provider_name: str
+    data: dict[str, JsonValue]
+    purpose: str
+
+
+class LLMCall(RecordedModel):
+    model: str
+    model_version: str | None = None
+    system_prompt: str
+    user_prompt: str
+    response: str
+    reasoning: str | None = None
+    temperature: float
+    max_tokens: int
+    latency_ms: float | None = None
+    purpose: CallPurpose
+    action_type: str | None = None
+    # Plugin-logger extras.
+    call_id: str | None = None
+    timestamp: int | None = None
+    messages: list[dict[str, JsonValue]] | None = None
+    top_p: float | None = None
+    prompt_tokens: NonNegativeInt | None = None
+    completion_tokens: NonNegativeInt | None = None
+
+
+class Action(RecordedModel):
+    # The recorder says actionType; the plugin logger's attempt says actionName.
+    action_type: str = Field(validation_alias=AliasChoices("actionType", "actionName", "action_type"))
+    parameters: dict[str, JsonValue]
+    success: bool
+    result: JsonValue = None
+    error: str | None = None
+    reasoning: str | None = None
+    correctness: JsonValue = None
+    # Plugin-logger attempt extras.
+    attempt_id: str | None = None
+    llm_call_id: str | None = None
+    immediate_reward: float | None = None
+
+
+class Step(RecordedModel):
+    step_number: NonNegativeInt
+    timestamp: int
+    environment_state: EnvironmentState
+    provider_accesses: list[ProviderAccess]
+    llm_calls: list[LLMCall]
+    action: Action
+    reward: float
+    # Plugin-logger extras.
+    step_id: str | None = None
+    observation: JsonValue = None
+    reasoning: str | None = None
+    done: bool | None = None
+    metadata: dict[str, JsonValue] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reward_from_attempt(cls, data: object) -> object:
+        # The plugin logger records the reward on the action attempt as immediateReward.
+        if isinstance(data, dict) and "reward" not in data:
+            action = data.get("action")
+            if isinstance(action, dict) and "immediateReward" in action:
+                return {**data, "reward": action["immediateReward"]}
+        return data
+
+    @property
+    def deciding_call(self) -> LLMCall | None:
+        """The LLM call that chose this step's action: purpose `action`, else the last call."""
+        for call in reversed(self.llm_calls):
+            if call.purpose == "action":
+                return call
+        return self.llm_calls[-1] if self.llm_calls else None
+
+
+class Trajectory(BaseModel):
+    """One validated agent episode (a row of `trajectories`)."""
+
+    model_config = ConfigDict(allow_inf_nan=False, frozen=True, extra="forbid")
+
+    row_id: int
+    trajectory_id: Annotated[str, Field(min_length=1, max_length=200)]
+    agent_id: Annotated[str, Field(min_length=1, max_length=200)]
+    start_time: datetime
+    end_time: datetime | None
+    duration_ms: NonNegativeInt | None
+    window_id: WindowId
+    window_hours: Literal[1]
+    episode_id: str | None
+    scenario_id: str | None
+    steps: Annotated[list[Step], Field(min_length=1)]
+    reward_components: dict[str, JsonValue] | None
+    metrics: dict[str, JsonValue] | None
+    metadata: dict[str, JsonValue] | None
+    total_reward: float
+    episode_length: NonNegativeInt
+    final_status: FinalStatus
+    final_balance: float | None
+    final_pnl: float | None
+    trades_executed: NonNegativeInt
+    posts_created: NonNegativeInt
+    is_training_data: bool
+    used_in_training: bool
+    trained_in_batch: str | None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Trajectory":
+        if self.episode_length != len(self.steps):
+            raise ValueError(f"episode_length is {self.episode_length} but steps has {len(self.steps)} entries")
+        numbers = [step.step_number for step in self.steps]
+        if numbers != list(range(len(numbers))):
+            raise ValueError("step numbers must run 0, 1, 2, ... in order")
+        if all(step.deciding_call is None for step in self.steps):
+            raise ValueError("no step has an LLM call, so there is nothing the policy said to train on")
+        return self
+
+    @property
+    def window_pnl(self) -> float:
+        """P&L made inside this window: recorders report lifetime P&L, so take the steps' delta."""
+        return self.steps[-1].environment_state.agent_pnl - self.steps[0].environment_state.agent_pnl
+
+    @property
+    def action_count(self) -> int:
+        return len(self.steps)
+
+
+class Rejection(BaseModel):
+    """A stored row that failed validation, with the reason a person can act on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    row_id: int
+    trajectory_id: str | None
+    agent_id: str | None
+    window_id: datetime | None
+    reason: str
+
+
+class StockOutcome(RecordedModel):
+    ticker: str
+    start_price: Annotated[float, Field(gt=0)]
+    end_price: Annotated[float, Field(gt=0)]
+    change_percent: float
+    sentiment: Sentiment
+    news_events: list[str]
+
+
+class PredictionOutcome(RecordedModel):
+    market_id: str
+    question: str
+    outcome: PredictionResult
+    final_probability: Annotated[float, Field(ge=0, le=1)]
+
+
+class MarketOutcomes(BaseModel):
+    """A window's ground truth: the judge's context, never the policy's input."""
+
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+
+    window_id: WindowId
+    stocks: list[StockOutcome]
+    predictions: list[PredictionOutcome]
+
+
+class WindowLoad(BaseModel):
+    """One window's rows: the valid ones as models, every other one as a rejection."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_id: WindowId
+    accepted: list[Trajectory]
+    rejected: list[Rejection]
+
+    @property
+    def distinct_agents(self) -> int:
+        return len({trajectory.agent_id for trajectory in self.accepted})
+
+
+class WindowStats(BaseModel):
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+
+    window_id: WindowId
+    agents: NonNegativeInt
+    trajectories: NonNegativeInt
+    actions: NonNegativeInt
+    pnl_min: float
+    pnl_mean: float
+    pnl_max: float
+
+
+class WindowCandidate(BaseModel):
+    """A window that discovery found with enough distinct agents (counted before validation)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_id: WindowId
+    agents: NonNegativeInt
+    trajectories: NonNegativeInt

@@ -1,0 +1,77 @@
+"""Real PostgreSQL for every test: the server named by BABYLON_TEST_ADMIN_URL, or an embedded one.
+
+Each test that asks for `database_url` gets its own freshly migrated database, cloned from a
+template migrated once per session, and dropped afterwards.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from babylon_assets.db.connection import start_embedded_server
+from babylon_assets.db.migrate import apply_migrations
+
+ADMIN_URL_ENV = "BABYLON_TEST_ADMIN_URL"
+
+
+def _with_database(admin_url: str, name: str) -> str:
+    conninfo = psycopg.conninfo.conninfo_to_dict(admin_url)
+    conninfo["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in conninfo.items()})
+
+
+def _create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if template is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        else:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+            )
+    return _with_database(admin_url, name)
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    configured = os.environ.get(ADMIN_URL_ENV, "").strip()
+    if configured:
+        return configured
+    # Short path: the server's Unix socket lives in the data folder and paths are length-limited.
+    return start_embedded_server(Path(tmp_path_factory.mktemp("pg", numbered=True)))
+
+
+@pytest.fixture(scope="session")
+def migrated_template(admin_url: str) -> Iterator[str]:
+    name = f"babylon_template_{uuid.uuid4().hex[:10]}"
+    url = _create_database(admin_url, name)
+    apply_migrations(url)
+    yield name
+    _drop_database(admin_url, name)
+
+
+@pytest.fixture
+def database_url(admin_url: str, migrated_template: str) -> Iterator[str]:
+    """A fresh, fully migrated database of this test's own."""
+    name = f"babylon_test_{uuid.uuid4().hex[:12]}"
+    url = _create_database(admin_url, name, template=migrated_template)
+    yield url
+    _drop_database(admin_url, name)
+
+
+@pytest.fixture
+def empty_database_url(admin_url: str) -> Iterator[str]:
+    """A fresh database with no schema at all, for migration tests."""
+    name = f"babylon_empty_{uuid.uuid4().hex[:12]}"
+    url = _create_database(admin_url, name)
+    yield url
+    _drop_database(admin_url, name)

@@ -1,0 +1,75 @@
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from babylon_assets.db.migrate import MigrationError, apply_migrations, migration_files
+
+
+def _copy_migrations(target: Path) -> Path:
+    for item in migration_files():
+        (target / item.name).write_text(item.sql)
+    return target
+
+
+def test_fresh_database_gets_every_migration_once(empty_database_url: str) -> None:
+    first = apply_migrations(empty_database_url)
+    assert first.applied == [item.name for item in migration_files()]
+    second = apply_migrations(empty_database_url)
+    assert second.applied == []
+    assert second.already_applied == first.applied
+    with psycopg.connect(empty_database_url) as conn:
+        rows = conn.execute("SELECT name, length(checksum) FROM schema_migrations ORDER BY name").fetchall()
+    assert rows == [(name, 64) for name in first.applied]
+
+
+def test_edited_applied_migration_is_refused(empty_database_url: str, tmp_path: Path) -> None:
+    folder = _copy_migrations(tmp_path)
+    apply_migrations(empty_database_url, folder)
+    first = sorted(folder.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited\n")
+    with pytest.raises(MigrationError, match=f"{first.name} was edited after it was applied"):
+        apply_migrations(empty_database_url, folder)
+
+
+def test_new_migration_is_applied_alone_and_a_failing_one_leaves_nothing(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    folder = _copy_migrations(tmp_path)
+    apply_migrations(empty_database_url, folder)
+    (folder / "9000_extra.sql").write_text("CREATE TABLE extra (id int);")
+    assert apply_migrations(empty_database_url, folder).applied == ["9000_extra.sql"]
+    (folder / "9001_broken.sql").write_text("CREATE TABLE half (id int); SELECT no_such_function();")
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        apply_migrations(empty_database_url, folder)
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("SELECT to_regclass('half')").fetchone() == (None,)
+        names = [row[0] for row in conn.execute("SELECT name FROM schema_migrations")]
+    assert "9001_broken.sql" not in names
+
+
+def test_two_concurrent_runs_apply_each_migration_exactly_once(empty_database_url: str) -> None:
+    reports = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            reports.append(apply_migrations(empty_database_url))
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    applied = sorted(name for report in reports for name in report.applied)
+    assert applied == [item.name for item in migration_files()]
+
+
+def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "add_table.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="NNNN_snake_case"):
+        migration_files(tmp_path)
