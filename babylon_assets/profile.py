@@ -1,0 +1,37 @@
+"""The deployment profile: a deliberate, announced choice between local and production parts.
+
+`local`: embedded PostgreSQL unless DATABASE_URL is set, the outcome judge (no LLM), the torch
+trainer on CPU with a tiny model built from a config, W&B offline.
+`production`: DATABASE_URL required, the RULER judge over HTTP, the configured trainer backend,
+W&B online with WANDB_API_KEY. Nothing ever falls back from one to the other.
+"""
+
+import os
+import sys
+from typing import Literal, get_args
+
+from babylon_assets.errors import ConfigurationError
+
+Profile = Literal["local", "production"]
+PROFILE_ENV = "BABYLON_PROFILE"
+
+_announced: set[Profile] = set()
+
+
+def active_profile() -> Profile:
+    """BABYLON_PROFILE, `local` when unset (announced once on stderr); anything else is an error."""
+    raw = os.environ.get(PROFILE_ENV, "").strip()
+    choices: tuple[Profile, ...] = get_args(Profile)
+    if not raw:
+        if "local" not in _announced:
+            _announced.add("local")
+            print(
+                f"babylon: {PROFILE_ENV} is not set; using the local profile "
+                "(outcome judge, CPU torch trainer, W&B offline)",
+                file=sys.stderr,
+            )
+        return "local"
+    for choice in choices:
+        if raw == choice:
+            return choice
+    raise ConfigurationError(f"{PROFILE_ENV}={raw!r} is not one of {', '.join(choices)}; set it to one of them")
