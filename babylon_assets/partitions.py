@@ -1,0 +1,3 @@
+import dagster as dg
+
+window_partitions = dg.DynamicPartitionsDefinition(name="windows")
