@@ -1,0 +1,134 @@
+"""The project's Dagster instance: a DAGSTER_HOME inside the project whose runs, events and schedules
+live in PostgreSQL, on the same server as the data but in a database of their own.
+
+`prepare_instance(url)` writes `dagster.yaml` and creates that database; `instance_environment(url)`
+is what every Dagster process (webserver, daemon, code server, `babylon train`) needs in its
+environment. The password never enters the yaml: it is an `{env: ...}` reference.
+"""
+
+from pathlib import Path
+
+import psycopg
+import yaml
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict
+
+from babylon_assets.db.connection import DATABASE_URL_ENV, babylon_home, connect
+from babylon_assets.errors import ConfigurationError
+
+DAGSTER_HOME_ENV = "DAGSTER_HOME"
+DAGSTER_PASSWORD_ENV = "BABYLON_DAGSTER_PG_PASSWORD"
+TRAINING_WORKLOAD_TAG = "workload"
+TRAINING_WORKLOAD = "training"
+
+YamlValue = str | int | bool | list["YamlValue"] | dict[str, "YamlValue"]
+
+
+class DagsterStorageTarget(BaseModel):
+    """Where the instance's own database is, split into what dagster-postgres' `postgres_db` takes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    username: str
+    has_password: bool
+    hostname: str
+    port: int
+    db_name: str
+    params: dict[str, str]
+
+    def postgres_db(self) -> dict[str, YamlValue]:
+        config: dict[str, YamlValue] = {
+            "username": self.username,
+            "hostname": self.hostname,
+            "port": self.port,
+            "db_name": self.db_name,
+            # SQLAlchemy 2.1 resolves a bare `postgresql://` to psycopg 3, which dagster-postgres
+            # does not drive (ModuleNotFoundError: psycopg): name the psycopg2 dialect explicitly.
+            "scheme": "postgresql+psycopg2",
+        }
+        if self.has_password:
+            config["password"] = {"env": DAGSTER_PASSWORD_ENV}
+        if self.params:
+            config["params"] = dict(self.params)
+        return config
+
+
+def dagster_home() -> Path:
+    return babylon_home() / "dagster_home"
+
+
+def storage_target(url: str) -> DagsterStorageTarget:
+    """The Dagster database next to the data database `url`: same server, name `<db>_dagster`."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    host = str(info.pop("host", "") or "")
+    port = str(info.pop("port", "") or "5432")
+    username = str(info.pop("user", "") or "")
+    database = str(info.pop("dbname", "") or "")
+    password = str(info.pop("password", "") or "")
+    if not username or not database:
+        raise ConfigurationError(f"{DATABASE_URL_ENV} must name a user and a database (postgresql://USER@HOST:PORT/DB)")
+    params = {key: str(value) for key, value in info.items() if value is not None}
+    hostname = host
+    if host.startswith("/"):
+        # A Unix socket (the embedded server): psycopg2 takes its folder as the `host` parameter.
+        params["host"] = host
+        hostname = ""
+    return DagsterStorageTarget(
+        username=username,
+        has_password=bool(password),
+        hostname=hostname,
+        port=int(port),
+        db_name=f"{database}_dagster",
+        params=params,
+    )
+
+
+def instance_config(url: str) -> dict[str, YamlValue]:
+    """The content of dagster.yaml for the data database `url`."""
+    return {
+        "storage": {"postgres": {"postgres_db": storage_target(url).postgres_db()}},
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {
+                # Training runs hold the whole machine: one at a time, the rest wait in the queue.
+                "tag_concurrency_limits": [
+                    {"key": TRAINING_WORKLOAD_TAG, "value": TRAINING_WORKLOAD, "limit": 1},
+                ]
+            },
+        },
+        "telemetry": {"enabled": False},
+    }
+
+
+def ensure_dagster_database(url: str) -> None:
+    """Create the instance's database on the data server when it does not exist yet."""
+    name = storage_target(url).db_name
+    with connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def instance_environment(url: str, home: Path | None = None) -> dict[str, str]:
+    """The variables a Dagster process needs to use this instance and reach this database."""
+    password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+    environment = {
+        DAGSTER_HOME_ENV: str(home if home is not None else dagster_home()),
+        DATABASE_URL_ENV: url,
+    }
+    if password:
+        environment[DAGSTER_PASSWORD_ENV] = str(password)
+    return environment
+
+
+def prepare_instance(url: str, home: Path | None = None) -> Path:
+    """Write dagster.yaml into the instance folder and create its database; returns the folder."""
+    folder = home if home is not None else dagster_home()
+    folder.mkdir(parents=True, exist_ok=True)
+    ensure_dagster_database(url)
+    (folder / "dagster.yaml").write_text(
+        "# Generated by babylon from DATABASE_URL (or the embedded server); edits are overwritten.\n"
+        + yaml.safe_dump(instance_config(url), sort_keys=False)
+    )
+    return folder
