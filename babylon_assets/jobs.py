@@ -1,0 +1,25 @@
+"""The two asset jobs the sensors and `babylon train` launch.
+
+Selections name asset keys, so this module imports no asset code and the sensors can import it.
+"""
+
+import dagster as dg
+
+from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
+
+WINDOW_ASSETS = ("raw_trajectories", "validated_windows", "scored_groups")
+
+# Ingest, validate and score one window (one partition per run); checks of these assets run too.
+window_chain_job = dg.define_asset_job(
+    "window_chain_job",
+    selection=dg.AssetSelection.assets(*WINDOW_ASSETS),
+    description="Ingest, validate and score one window.",
+)
+
+# The tag puts every training run under the instance's concurrency limit of one.
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.assets("trained_checkpoint"),
+    tags={TRAINING_WORKLOAD_TAG: TRAINING_WORKLOAD},
+    description="Train the policy on fresh scored windows and register a checkpoint.",
+)

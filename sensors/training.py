@@ -1,0 +1,92 @@
+"""Automatic training: one training run once enough scored windows exist that no checkpoint has used."""
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import psycopg
+from psycopg.rows import TupleRow
+
+from babylon_assets.db.connection import connect
+from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
+from babylon_assets.jobs import training_job
+from babylon_assets.trajectories.config import WindowConfig
+from babylon_assets.trajectories.models import window_key
+from resources.database import DatabaseResource
+
+MIN_FRESH_WINDOWS = 3
+ACTIVE_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def fresh_scored_windows(conn: psycopg.Connection[TupleRow], *, since: datetime) -> list[str]:
+    """Scored windows since `since` that no checkpoint trained on and that are not held out for evaluation.
+
+    Held-out windows are never trained on, and windows older than the lookback are never picked:
+    counting either would ask for training that cannot use them.
+    """
+    rows = conn.execute(
+        """
+        SELECT s.window_id
+        FROM window_scores AS s
+        WHERE s.window_id >= %s
+          AND NOT EXISTS (SELECT 1 FROM checkpoint_windows AS c WHERE c.window_id = s.window_id)
+          AND NOT EXISTS (
+              SELECT 1 FROM training_window_splits AS h WHERE h.window_id = s.window_id AND h.held_out
+          )
+        ORDER BY s.window_id
+        """,
+        (since,),
+    ).fetchall()
+    return [window_key(window_id) for (window_id,) in rows]
+
+
+def training_run_key(window_keys: list[str]) -> str:
+    """Same fresh windows, same key: a later tick over an unchanged set requests nothing new."""
+    digest = hashlib.sha256(",".join(sorted(window_keys)).encode()).hexdigest()[:16]
+    return f"train-{digest}"
+
+
+def build_training_sensor(min_fresh_windows: int = MIN_FRESH_WINDOWS) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="training_sensor",
+        job=training_job,
+        minimum_interval_seconds=60,
+        description=(
+            f"Requests one training run when {min_fresh_windows}+ scored windows exist that no checkpoint has used."
+        ),
+    )
+    def training_sensor(
+        context: dg.SensorEvaluationContext, database: DatabaseResource
+    ) -> dg.SkipReason | dg.RunRequest:
+        since = datetime.now(UTC) - timedelta(hours=WindowConfig().lookback_hours)
+        with connect(database.url()) as conn:
+            fresh = fresh_scored_windows(conn, since=since)
+        if len(fresh) < min_fresh_windows:
+            return dg.SkipReason(f"{len(fresh)} fresh windows < {min_fresh_windows}")
+        active = context.instance.get_runs(
+            filters=dg.RunsFilter(tags={TRAINING_WORKLOAD_TAG: TRAINING_WORKLOAD}, statuses=ACTIVE_RUN_STATUSES),
+            limit=1,
+        )
+        if active:
+            return dg.SkipReason(
+                f"{len(fresh)} fresh windows >= {min_fresh_windows}, but training run {active[0].run_id} is "
+                f"{active[0].status.value.lower()}; waiting for it to finish"
+            )
+        return dg.RunRequest(
+            run_key=training_run_key(fresh),
+            tags={
+                "babylon/fresh_windows": str(len(fresh)),
+                "babylon/first_window": fresh[0],
+                "babylon/last_window": fresh[-1],
+            },
+        )
+
+    return training_sensor
+
+
+training_sensor = build_training_sensor()
