@@ -25,6 +25,11 @@ from babylon_assets.trajectories.models import WindowCandidate, parse_window_key
 from resources.database import DatabaseResource
 
 
+def current_time() -> datetime:
+    """The sensor's clock, a function of its own so tests can move time forward."""
+    return datetime.now(UTC)
+
+
 class FreshWindows(BaseModel):
     """What one tick found: the new eligible windows, the next cursor, and what it waits for next."""
 
@@ -66,7 +71,7 @@ def find_fresh_windows(
 def fresh_windows_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
     config = WindowConfig()
     with connect(database.url()) as conn:
-        fresh = find_fresh_windows(conn, cursor=context.cursor, now=datetime.now(UTC), config=config)
+        fresh = find_fresh_windows(conn, cursor=context.cursor, now=current_time(), config=config)
     if not fresh.windows:
         checked = (
             f"none of the {fresh.considered} window(s) completed up to {fresh.cursor} has "

@@ -1,0 +1,187 @@
+"""Sensor ticks through `build_sensor_context`, against real PostgreSQL rows."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import psycopg
+import pytest
+
+from babylon_assets.partitions import hour_floor
+from babylon_assets.trajectories.models import window_key
+from resources.database import DatabaseResource
+from sensors import fresh_windows, training
+from sensors.fresh_windows import fresh_windows_sensor
+from sensors.training import training_sensor
+
+NOW = hour_floor(datetime.now(UTC)) + timedelta(minutes=30)
+
+
+def add_window(url: str, window_id: datetime, *, agents: int, actions: int = 6) -> None:
+    """Rows as the recorder stores them; the sensor only counts agents with enough actions."""
+    with psycopg.connect(url) as conn:
+        for agent in range(agents):
+            conn.execute(
+                "INSERT INTO trajectories (trajectory_id, agent_id, window_id, episode_length, steps) "
+                "VALUES (%s, %s, %s, %s, '[]'::jsonb)",
+                (f"{window_key(window_id)}-{agent}", f"agent-{agent}", window_id, actions),
+            )
+
+
+def hours_ago(hours: int) -> datetime:
+    return hour_floor(NOW) - timedelta(hours=hours)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
+    """The fresh-windows sensor's time, settable by the test (index 0)."""
+    moment = [NOW]
+    monkeypatch.setattr(fresh_windows, "current_time", lambda: moment[0])
+    return moment
+
+
+@pytest.fixture
+def use_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    return database_url
+
+
+def tick_fresh(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"database": DatabaseResource()})
+    result = fresh_windows_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def requested_keys(result: dg.SensorResult) -> list[str | None]:
+    return [request.partition_key for request in result.run_requests or [] if isinstance(request, dg.RunRequest)]
+
+
+def added_partitions(result: dg.SensorResult) -> list[str]:
+    keys: list[str] = []
+    for request in result.dynamic_partitions_requests or []:
+        assert isinstance(request, dg.AddDynamicPartitionsRequest)
+        assert request.partitions_def_name == "windows"
+        keys.extend(request.partition_keys)
+    return keys
+
+
+def test_fresh_windows_first_tick_requests_second_nothing_then_only_new(
+    use_database: str, instance: dg.DagsterInstance, clock: list[datetime]
+) -> None:
+    url = use_database
+    add_window(url, hours_ago(4), agents=5)
+    add_window(url, hours_ago(3), agents=4)  # too few agents: never a partition
+    add_window(url, hours_ago(2), agents=5, actions=3)  # agents without enough actions do not count
+    add_window(url, hours_ago(1), agents=6)
+    add_window(url, hours_ago(0), agents=5)  # still running at NOW: not yet
+
+    first = tick_fresh(instance, cursor=None)
+    expected = [window_key(hours_ago(4)), window_key(hours_ago(1))]
+    assert requested_keys(first) == expected
+    assert added_partitions(first) == expected
+    assert [request.run_key for request in first.run_requests or [] if isinstance(request, dg.RunRequest)] == expected
+    assert first.cursor == window_key(hours_ago(1))
+
+    second = tick_fresh(instance, cursor=first.cursor)
+    assert requested_keys(second) == []
+    assert added_partitions(second) == []
+    assert second.skip_reason is not None
+    assert f"waiting for window {window_key(hours_ago(0))} to complete" in str(second.skip_reason.skip_message)
+    assert second.cursor == first.cursor
+
+    # Two hours later the running window and a new one are over; only they are requested.
+    add_window(url, hours_ago(-1), agents=7)
+    clock[0] = NOW + timedelta(hours=2)
+    third = tick_fresh(instance, cursor=second.cursor)
+    assert requested_keys(third) == [window_key(hours_ago(0)), window_key(hours_ago(-1))]
+    assert added_partitions(third) == [window_key(hours_ago(0)), window_key(hours_ago(-1))]
+    assert third.cursor == window_key(hours_ago(-1))
+
+
+def test_fresh_windows_waits_for_the_settle_delay(
+    use_database: str, instance: dg.DagsterInstance, clock: list[datetime]
+) -> None:
+    add_window(use_database, hours_ago(0), agents=5)
+    # Five minutes after the window ended: inside the default 10-minute settle delay.
+    clock[0] = hour_floor(NOW) + timedelta(hours=1, minutes=5)
+    early = tick_fresh(instance, cursor=None)
+    assert requested_keys(early) == []
+    assert early.skip_reason is not None
+    assert "none of the" in str(early.skip_reason.skip_message)
+
+    clock[0] = hour_floor(NOW) + timedelta(hours=1, minutes=10)
+    settled = tick_fresh(instance, cursor=early.cursor)
+    assert requested_keys(settled) == [window_key(hours_ago(0))]
+
+
+def test_fresh_windows_ignores_windows_before_the_lookback(
+    use_database: str, instance: dg.DagsterInstance, clock: list[datetime]
+) -> None:
+    add_window(use_database, hours_ago(200), agents=5)
+    add_window(use_database, hours_ago(100), agents=5)
+    result = tick_fresh(instance, cursor=window_key(hours_ago(500)))
+    assert requested_keys(result) == [window_key(hours_ago(100))]
+
+
+def add_scored_window(url: str, window_id: datetime) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO window_scores (window_id, judge, rubric_version, groups, trajectories) "
+            "VALUES (%s, 'outcome', 'v1', 1, 5)",
+            (window_id,),
+        )
+
+
+def mark_trained(url: str, window_ids: list[datetime]) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO policy_models (name, base_model, project, backend) VALUES ('policy', 'tiny', 'test', 'torch')"
+        )
+        row = conn.execute(
+            "INSERT INTO policy_checkpoints (model_name, step, backend, location, score_versions, config, metrics) "
+            "VALUES ('policy', 1, 'torch', '/tmp/ckpt', ARRAY['outcome@v1'], '{}', '{}') RETURNING id"
+        ).fetchone()
+        assert row is not None
+        for window_id in window_ids:
+            conn.execute(
+                "INSERT INTO checkpoint_windows (checkpoint_id, window_id) VALUES (%s, %s)", (row[0], window_id)
+            )
+
+
+def tick_training(instance: dg.DagsterInstance) -> dg.SkipReason | dg.RunRequest:
+    context = dg.build_sensor_context(instance=instance, resources={"database": DatabaseResource()})
+    result = training_sensor(context)
+    assert isinstance(result, dg.SkipReason | dg.RunRequest)
+    return result
+
+
+def test_training_sensor_waits_for_three_fresh_windows(use_database: str, instance: dg.DagsterInstance) -> None:
+    url = use_database
+    add_scored_window(url, hours_ago(5))
+    add_scored_window(url, hours_ago(4))
+    waiting = tick_training(instance)
+    assert isinstance(waiting, dg.SkipReason)
+    assert waiting.skip_message == "2 fresh windows < 3"
+
+    add_scored_window(url, hours_ago(3))
+    request = tick_training(instance)
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_key == training.training_run_key([window_key(hours_ago(h)) for h in (5, 4, 3)])
+    # Same fresh set, same run key: Dagster launches it once.
+    again = tick_training(instance)
+    assert isinstance(again, dg.RunRequest)
+    assert again.run_key == request.run_key
+
+    # A checkpoint trained on them: they are no longer fresh.
+    mark_trained(url, [hours_ago(5), hours_ago(4), hours_ago(3)])
+    add_scored_window(url, hours_ago(2))
+    after = tick_training(instance)
+    assert isinstance(after, dg.SkipReason)
+    assert after.skip_message == "1 fresh windows < 3"
