@@ -1,0 +1,116 @@
+"""Time one fresh_windows_sensor tick with 10 new windows after 100, then 10,000 windows of history.
+
+Usage: python bench/bench_sensor.py
+A scratch database is created on BABYLON_BENCH_ADMIN_URL (default: the local server) and dropped.
+The tick's cost should follow the 10 new windows, not the history: both figures come from this run.
+"""
+
+import os
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import psycopg
+from psycopg import sql
+
+from babylon_assets.db.migrate import apply_migrations
+from babylon_assets.partitions import hour_floor
+from babylon_assets.trajectories.models import window_key
+from resources.database import DatabaseResource
+from sensors.fresh_windows import fresh_windows_sensor
+
+ADMIN_URL = os.environ.get("BABYLON_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AGENTS_PER_WINDOW = 10
+NEW_WINDOWS = 10
+TICKS = 15
+# Small but real step payloads, so the table has a realistic width next to its index.
+STEPS_JSON = "[" + ",".join(f'{{"stepNumber": {n}, "reward": 0.1}}' for n in range(6)) + "]"
+
+
+def database_url(name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in info.items()})
+
+
+def insert_windows(url: str, first_hours_ago: int, last_hours_ago: int, now: datetime) -> None:
+    """AGENTS_PER_WINDOW trajectories in every window from `first_hours_ago` down to `last_hours_ago`."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            """
+            INSERT INTO trajectories (trajectory_id, agent_id, window_id, episode_length, steps, created_at)
+            SELECT format('w%%s-a%%s', h, a), format('agent-%%s', a), %(top)s - make_interval(hours => h),
+                   6, %(steps)s::jsonb, %(top)s - make_interval(hours => h) + interval '1 hour'
+            FROM generate_series(%(last)s::int, %(first)s::int) AS h, generate_series(1, %(agents)s::int) AS a
+            """,
+            {
+                "top": hour_floor(now),
+                "steps": STEPS_JSON,
+                "first": first_hours_ago,
+                "last": last_hours_ago,
+                "agents": AGENTS_PER_WINDOW,
+            },
+        )
+        conn.execute("ANALYZE trajectories")
+
+
+def time_ticks(instance: dg.DagsterInstance, cursor: str) -> tuple[float, int]:
+    """Median tick time in ms over TICKS ticks from `cursor`, and the runs one tick requests."""
+    timings: list[float] = []
+    requested = 0
+    for _ in range(TICKS):
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"database": DatabaseResource()})
+        started = time.perf_counter()
+        result = fresh_windows_sensor(context)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert isinstance(result, dg.SensorResult)
+        requested = len(result.run_requests or [])
+    return statistics.median(timings), requested
+
+
+def main() -> int:
+    name = f"babylon_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = database_url(name)
+    os.environ["DATABASE_URL"] = url
+    try:
+        apply_migrations(url)
+        now = datetime.now(UTC)
+        # The 10 new windows are the last completed ones; the history lies before them.
+        newest, oldest_new = 1, NEW_WINDOWS
+        cursor = window_key(hour_floor(now) - timedelta(hours=oldest_new + 1))
+        insert_windows(url, oldest_new, newest, now)
+        figures: list[tuple[int, float, int]] = []
+        with dg.instance_for_test() as instance:
+            for history in (100, 10_000):
+                registered = len(instance.get_dynamic_partitions("windows"))
+                first_old = oldest_new + 1 + registered
+                last_old = oldest_new + history
+                insert_windows(url, last_old, first_old, now)
+                instance.add_dynamic_partitions(
+                    "windows",
+                    [window_key(hour_floor(now) - timedelta(hours=h)) for h in range(first_old, last_old + 1)],
+                )
+                median_ms, requested = time_ticks(instance, cursor)
+                figures.append((history, median_ms, requested))
+        print(f"fresh_windows_sensor tick, {NEW_WINDOWS} new windows x {AGENTS_PER_WINDOW} agents, median of {TICKS}:")
+        for history, median_ms, requested in figures:
+            trajectories = history * AGENTS_PER_WINDOW
+            print(
+                f"  history {history:>6,} windows ({trajectories:>7,} trajectories): "
+                f"{median_ms:7.2f} ms, {requested} runs requested"
+            )
+        baseline, large = figures[0][1], figures[-1][1]
+        print(f"  ratio 10,000 / 100 windows of history: {large / baseline:.2f}x (baseline measured in this run)")
+        return 0
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
