@@ -4,6 +4,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from babylon_assets.errors import BabylonError
 
@@ -23,6 +24,49 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from babylon_assets.db.connection import redact_url, resolve_database_url
+    from babylon_assets.db.migrate import require_migrated
+    from babylon_assets.trajectories.simulate import simulate
+
+    url = resolve_database_url()
+    require_migrated(url)
+    summary = simulate(url, agents=args.agents, windows=args.windows, seed=args.seed, start=args.start)
+    print(
+        f"simulated {len(summary.windows)} window(s) {summary.windows[0]} .. {summary.windows[-1]}: "
+        f"{summary.agents} agents, {summary.trajectories} trajectories, {summary.steps} steps "
+        f"(seed {summary.seed}) into {redact_url(url)}"
+    )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from babylon_assets.trajectories.verify import run_verify
+
+    return run_verify(
+        lookback_hours=args.lookback_hours,
+        min_agents=args.min_agents,
+        min_actions=args.min_actions,
+        min_windows=args.min_windows,
+    )
+
+
+def _utc_time(text: str) -> datetime:
+    """An ISO time; without an offset it is read as UTC."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time such as 2026-11-24T13:00") from error
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -36,6 +80,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
     migrate.set_defaults(handler=_cmd_migrate)
+
+    simulate = commands.add_parser(
+        "simulate", help="write simulated agent trajectories and market outcomes for consecutive hourly windows"
+    )
+    simulate.add_argument("--agents", type=_positive, default=5, help="agents per window (default 5)")
+    simulate.add_argument("--windows", type=_positive, default=3, help="consecutive hourly windows (default 3)")
+    simulate.add_argument("--seed", type=int, default=0, help="same seed, same data (default 0)")
+    simulate.add_argument(
+        "--start",
+        type=_utc_time,
+        default=None,
+        help="first window's hour start, ISO, UTC unless an offset is given (default: the last window ends "
+        "at the current hour's start); earlier simulated rows of these windows are replaced",
+    )
+    simulate.set_defaults(handler=_cmd_simulate)
+
+    verify = commands.add_parser("verify", help="check that the database holds enough valid windows to train on")
+    verify.add_argument("--lookback-hours", type=_positive, default=168, help="window age limit (default 168)")
+    verify.add_argument(
+        "--min-agents", type=_positive, default=5, help="valid distinct agents a window needs (default 5)"
+    )
+    verify.add_argument("--min-actions", type=_positive, default=5, help="steps a trajectory needs (default 5)")
+    verify.add_argument("--min-windows", type=_positive, default=3, help="ready windows required (default 3)")
+    # SUPPRESS: only when given here, so it does not reset a `babylon --debug verify`.
+    verify.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+    verify.set_defaults(handler=_cmd_verify)
 
     return parser
 

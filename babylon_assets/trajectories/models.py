@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     AliasChoices,
+    AliasPath,
     BaseModel,
     ConfigDict,
     Field,
@@ -67,7 +68,9 @@ class RecordedModel(BaseModel):
 
 class EnvironmentState(RecordedModel):
     agent_balance: float
-    agent_pnl: float = Field(validation_alias=AliasChoices("agentPnL", "agentPnl", "agent_pnl"))
+    agent_pnl: float = Field(
+        validation_alias=AliasChoices("agentPnL", "agentPnl", "agent_pnl"), serialization_alias="agentPnL"
+    )
     open_positions: NonNegativeInt
     active_markets: NonNegativeInt
     # Plugin-logger extras.
@@ -127,23 +130,15 @@ class Step(RecordedModel):
     provider_accesses: list[ProviderAccess]
     llm_calls: list[LLMCall]
     action: Action
-    reward: float
+    # The plugin logger records the reward on the action attempt as immediateReward. An alias path
+    # (not a Python validator) keeps parsing inside pydantic's Rust JSON parser.
+    reward: float = Field(validation_alias=AliasChoices("reward", AliasPath("action", "immediateReward")))
     # Plugin-logger extras.
     step_id: str | None = None
     observation: JsonValue = None
     reasoning: str | None = None
     done: bool | None = None
     metadata: dict[str, JsonValue] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reward_from_attempt(cls, data: object) -> object:
-        # The plugin logger records the reward on the action attempt as immediateReward.
-        if isinstance(data, dict) and "reward" not in data:
-            action = data.get("action")
-            if isinstance(action, dict) and "immediateReward" in action:
-                return {**data, "reward": action["immediateReward"]}
-        return data
 
     @property
     def deciding_call(self) -> LLMCall | None:
@@ -258,15 +253,19 @@ class WindowLoad(BaseModel):
 
 
 class WindowStats(BaseModel):
+    """A window after validation: accepted trajectories only; P&L is each trajectory's `window_pnl`."""
+
     model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     window_id: WindowId
     agents: NonNegativeInt
     trajectories: NonNegativeInt
+    rejected: NonNegativeInt
     actions: NonNegativeInt
-    pnl_min: float
-    pnl_mean: float
-    pnl_max: float
+    # None when the window has no accepted trajectory.
+    pnl_min: float | None
+    pnl_mean: float | None
+    pnl_max: float | None
 
 
 class WindowCandidate(BaseModel):
