@@ -3,10 +3,9 @@
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import psycopg
-from psycopg.rows import TupleRow
 
 from babylon_assets.trajectories.models import WindowCandidate
+from babylon_assets.trajectories.reader import AsyncConn, discover_windows
 
 window_partitions = dg.DynamicPartitionsDefinition(name="windows")
 
@@ -22,26 +21,18 @@ def latest_completed_window(now: datetime, settle_minutes: int) -> datetime:
     return hour_floor(now - timedelta(minutes=settle_minutes)) - HOUR
 
 
-def eligible_windows_between(
-    conn: psycopg.Connection[TupleRow], *, after: datetime, until: datetime, min_agents: int, min_actions: int
+async def eligible_windows_between(
+    conn: AsyncConn, *, after: datetime, until: datetime, min_agents: int, min_actions: int
 ) -> list[WindowCandidate]:
-    """Windows in (after, until] where at least `min_agents` distinct agents have `min_actions`+ steps.
+    """The windows starting in (after, until] that discovery finds eligible, oldest first.
 
-    Counted on the stored rows (validation may still reject some, which the blocking check then
-    catches); the range walks the discovery index, so the cost follows the windows in the range,
-    not the size of the table.
+    Discovery's index range covers exactly those hours, so the cost follows the windows in the
+    range, not the size of the table.
     """
-    rows = conn.execute(
-        """
-        SELECT window_id, count(DISTINCT agent_id), count(*)
-        FROM trajectories
-        WHERE window_id > %s AND window_id <= %s AND is_training_data AND episode_length >= %s
-        GROUP BY window_id
-        HAVING count(DISTINCT agent_id) >= %s
-        ORDER BY window_id
-        """,
-        (after, until, min_actions, min_agents),
-    ).fetchall()
-    return [
-        WindowCandidate(window_id=window_id, agents=agents, trajectories=count) for window_id, agents, count in rows
-    ]
+    hours = int((until - after) / HOUR)
+    if hours <= 0:
+        return []
+    found = await discover_windows(
+        conn, lookback_hours=hours, min_agents=min_agents, min_actions=min_actions, now=until + HOUR
+    )
+    return sorted(found, key=lambda window: window.window_id)

@@ -4,14 +4,13 @@ The cursor is the last completed window already considered, so a tick reads only
 windows after it: the work is proportional to what is new, whatever the history.
 """
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import psycopg
-from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.db.connection import connect
+from babylon_assets.db.connection import connect_async
 from babylon_assets.jobs import window_chain_job
 from babylon_assets.partitions import (
     HOUR,
@@ -22,6 +21,7 @@ from babylon_assets.partitions import (
 )
 from babylon_assets.trajectories.config import WindowConfig
 from babylon_assets.trajectories.models import WindowCandidate, parse_window_key, window_key
+from babylon_assets.trajectories.reader import AsyncConn
 from resources.database import DatabaseResource
 
 
@@ -41,8 +41,8 @@ class FreshWindows(BaseModel):
     waiting_for: str
 
 
-def find_fresh_windows(
-    conn: psycopg.Connection[TupleRow], *, cursor: str | None, now: datetime, config: WindowConfig
+async def find_fresh_windows(
+    conn: AsyncConn, *, cursor: str | None, now: datetime, config: WindowConfig
 ) -> FreshWindows:
     """The eligible windows completed since `cursor` (within the lookback), and the cursor to store next."""
     until = latest_completed_window(now, config.settle_minutes)
@@ -53,11 +53,16 @@ def find_fresh_windows(
     waiting_for = f"window {window_key(next_window)} to complete at {completes_at:%Y-%m-%d %H:%M} UTC"
     if until <= after:
         return FreshWindows(windows=[], considered=0, cursor=cursor or window_key(after), waiting_for=waiting_for)
-    windows = eligible_windows_between(
+    windows = await eligible_windows_between(
         conn, after=after, until=until, min_agents=config.min_agents, min_actions=config.min_actions
     )
     considered = int((until - after) / HOUR)
     return FreshWindows(windows=windows, considered=considered, cursor=window_key(until), waiting_for=waiting_for)
+
+
+async def _find_fresh_windows(url: str, cursor: str | None, config: WindowConfig) -> FreshWindows:
+    async with await connect_async(url) as conn:
+        return await find_fresh_windows(conn, cursor=cursor, now=current_time(), config=config)
 
 
 @dg.sensor(
@@ -70,8 +75,7 @@ def find_fresh_windows(
 )
 def fresh_windows_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
     config = WindowConfig()
-    with connect(database.url()) as conn:
-        fresh = find_fresh_windows(conn, cursor=context.cursor, now=current_time(), config=config)
+    fresh = asyncio.run(_find_fresh_windows(database.url(), context.cursor, config))
     if not fresh.windows:
         checked = (
             f"none of the {fresh.considered} window(s) completed up to {fresh.cursor} has "
