@@ -67,6 +67,58 @@ def _positive(text: str) -> int:
     return value
 
 
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from babylon_assets.dev_server import run_dev_server
+
+    return run_dev_server(args.port)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from babylon_assets.train_run import render_report, train
+    from babylon_assets.training.config import TrainingConfig
+    from babylon_assets.trajectories.config import WindowConfig
+
+    windows = WindowConfig(
+        min_agents=args.min_agents,
+        min_actions=args.min_actions,
+        lookback_hours=args.lookback_hours,
+        settle_minutes=args.settle_minutes,
+    )
+    training = TrainingConfig(
+        min_agents=args.min_agents,
+        min_actions=args.min_actions,
+        lookback_hours=args.lookback_hours,
+        iterations=args.iterations,
+        windows_per_iteration=args.windows_per_iteration,
+        learning_rate=args.learning_rate,
+        target_trajectories=args.target_trajectories,
+        max_dropout=args.max_dropout,
+    )
+    print(render_report(train(windows, training)))
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _dropout(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -106,6 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: only when given here, so it does not reset a `babylon --debug verify`.
     verify.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
     verify.set_defaults(handler=_cmd_verify)
+
+    dev = commands.add_parser(
+        "dev", help="run the Dagster web UI and daemon on 127.0.0.1 against the project's instance"
+    )
+    dev.add_argument("--port", type=_positive, default=3000, help="web UI port (default 3000)")
+    dev.set_defaults(handler=_cmd_dev)
+
+    train = commands.add_parser(
+        "train", help="ingest, validate and score the lookback's windows, then train a checkpoint (runs show in the UI)"
+    )
+    train.add_argument(
+        "--min-agents", type=_positive, default=5, help="valid distinct agents a window needs (default 5)"
+    )
+    train.add_argument("--iterations", type=_positive, default=10, help="training steps (default 10)")
+    train.add_argument(
+        "--windows-per-iteration", type=_positive, default=20, help="windows per training step (default 20)"
+    )
+    train.add_argument("--lookback-hours", type=_positive, default=168, help="window age limit (default 168)")
+    train.add_argument("--min-actions", type=_positive, default=5, help="steps a trajectory needs (default 5)")
+    train.add_argument("--learning-rate", type=_positive_float, default=5e-6, help="learning rate (default 5e-6)")
+    train.add_argument(
+        "--target-trajectories", type=_positive, default=1000, help="dropout sizes toward this many (default 1000)"
+    )
+    train.add_argument("--max-dropout", type=_dropout, default=0.3, help="upper bound of dropout (default 0.3)")
+    train.add_argument(
+        "--settle-minutes",
+        type=_non_negative,
+        default=0,
+        help="use a window only this long after it ended (default 0; the sensor waits 10)",
+    )
+    train.set_defaults(handler=_cmd_train)
 
     return parser
 
