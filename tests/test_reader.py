@@ -1,12 +1,15 @@
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from psycopg.rows import TupleRow
+from pydantic import JsonValue
 
 from babylon_assets.errors import BabylonError
 from babylon_assets.trajectories.reader import (
+    MAX_STEPS_BYTES,
     discover_windows,
     load_accepted,
     load_market_outcomes,
@@ -16,7 +19,7 @@ from babylon_assets.trajectories.reader import (
 )
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
-from tests.trajectory_rows import insert_rows, row, window_agents
+from tests.trajectory_rows import fixture_steps, insert_rows, row, window_agents
 
 NOW = datetime(2026, 11, 24, 13, 20, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -129,3 +132,191 @@ async def test_rows_without_window_are_reported_not_lost(database_url: str, conn
     assert [r.row_id for r in rejections] == [with_start, without_start]
     assert "no windowId" in rejections[0].reason and "date_trunc('hour', start_time, 'UTC')" in rejections[0].reason
     assert "no start_time either" in rejections[1].reason
+
+
+# --- The malformed-row corpus: each row is rejected with its own reason; the valid rows still load. ---
+
+Columns = dict[str, object]
+Steps = list[dict[str, JsonValue]]
+
+
+def _steps(count: int = 5, change: Callable[[Steps], object] | None = None, *, as_text: bool = False) -> str:
+    """Steps JSON for the jsonb column; `as_text` stores it as recorder text (a JSON string)."""
+    steps = fixture_steps("recorder", count)
+    if change is not None:
+        change(steps)
+    text = json.dumps(steps)
+    return json.dumps(text) if as_text else text
+
+
+def _child(container: JsonValue, key: str | int) -> JsonValue:
+    if isinstance(container, dict) and isinstance(key, str):
+        return container[key]
+    if isinstance(container, list) and isinstance(key, int):
+        return container[key]
+    raise TypeError(f"the fixture has no {key!r} here")
+
+
+def _in_step(index: int, *path: str | int, value: JsonValue = None, delete: bool = False) -> Callable[[Steps], None]:
+    """Set (or delete) the value at `path` inside step `index`."""
+
+    def change(steps: Steps) -> None:
+        target: JsonValue = steps[index]
+        for key in path[:-1]:
+            target = _child(target, key)
+        last = path[-1]
+        assert isinstance(target, dict) and isinstance(last, str)
+        if delete:
+            del target[last]
+        else:
+            target[last] = value
+
+    return change
+
+
+def _no_llm_calls(steps: Steps) -> None:
+    for step in steps:
+        step["llmCalls"] = []
+
+
+def _swap_first_steps(steps: Steps) -> None:
+    steps[0]["stepNumber"], steps[1]["stepNumber"] = 1, 0
+
+
+OVERSIZED = _steps(change=_in_step(4, "padding", value="x" * MAX_STEPS_BYTES))
+
+MALFORMED: list[tuple[str, Columns, str]] = [
+    (
+        "bad JSON in recorder text",
+        {"steps": json.dumps(_steps()[:-40])},
+        "steps is recorder text that is not valid JSON: EOF while parsing",
+    ),
+    ("steps NULL", {"steps": None}, "steps is missing (NULL)"),
+    ("steps an object", {"steps": json.dumps({"stepNumber": 0})}, "steps is a JSON object, expected an array of steps"),
+    (
+        "recorder text not an array",
+        {"steps": json.dumps(json.dumps({"steps": []}))},
+        "steps is recorder text whose JSON is not an array of steps",
+    ),
+    ("empty steps", {"steps": "[]", "episode_length": 0}, "steps is empty: the episode recorded no actions"),
+    ("fewer than min_actions", {"steps": _steps(3), "episode_length": 3}, "only 3 step(s), fewer than min_actions=5"),
+    (
+        "oversized payload",
+        {"steps": OVERSIZED},
+        f"characters, over the {MAX_STEPS_BYTES:,} limit (MAX_STEPS_BYTES)",
+    ),
+    (
+        "missing step field",
+        {"steps": _steps(change=_in_step(2, "llmCalls", 0, "systemPrompt", delete=True))},
+        "steps[2].llmCalls[0].systemPrompt is missing",
+    ),
+    (
+        "missing action",
+        {"steps": _steps(change=_in_step(4, "action", delete=True))},
+        "steps[4].action is missing",
+    ),
+    (
+        "NaN in recorder text",
+        {"steps": _steps(change=_in_step(1, "reward", value=float("nan")), as_text=True)},
+        "steps[1].reward: Input should be a finite number",
+    ),
+    (
+        "Infinity in recorder text",
+        {"steps": _steps(change=_in_step(3, "environmentState", "agentPnL", value=float("inf")), as_text=True)},
+        "steps[3].environmentState.agentPnL: Input should be a finite number",
+    ),
+    (
+        "number beyond float in jsonb",
+        {"steps": _steps().replace('"reward": 1.25', '"reward": 1e999', 1)},
+        "steps[0].reward: Input should be a finite number",
+    ),
+    ("NaN total_reward", {"total_reward": float("nan")}, "total_reward: Input should be a finite number (got nan)"),
+    ("infinite final_balance", {"final_balance": float("inf")}, "final_balance: Input should be a finite number"),
+    (
+        "unknown status",
+        {"final_status": "exploded"},
+        "final_status: Input should be 'completed', 'completed_with_errors', 'terminated', 'error' or 'timeout' "
+        "(got 'exploded')",
+    ),
+    ("status NULL", {"final_status": None}, "final_status is missing (NULL)"),
+    ("agent NULL", {"agent_id": None}, "agent_id is missing (NULL)"),
+    ("agent empty", {"agent_id": ""}, "agent_id: String should have at least 1 character"),
+    ("trajectory id NULL", {"trajectory_id": None}, "trajectory_id is missing (NULL)"),
+    ("start time NULL", {"start_time": None}, "start_time is missing (NULL)"),
+    (
+        "window id not on the hour",
+        {"window_id": WINDOW + timedelta(minutes=30)},
+        "window_id: window id 2026-11-24T10:30:00+00:00 is not on the hour",
+    ),
+    ("window hours 2", {"window_hours": 2}, "window_hours: Input should be 1 (got 2)"),
+    ("episode_length mismatch", {"episode_length": 7}, "episode_length is 7 but steps has 5 entries"),
+    ("steps out of order", {"steps": _steps(change=_swap_first_steps)}, "step numbers must run 0, 1, 2, ... in order"),
+    ("no LLM call", {"steps": _steps(change=_no_llm_calls)}, "no step has an LLM call"),
+    (
+        "unknown LLM call purpose",
+        {"steps": _steps(change=_in_step(0, "llmCalls", 0, "purpose", value="planning"))},
+        "steps[0].llmCalls[0].purpose: Input should be 'action', 'reasoning', 'evaluation', 'response' or 'other'",
+    ),
+    (
+        "negative open positions",
+        {"steps": _steps(change=_in_step(1, "environmentState", "openPositions", value=-2))},
+        "steps[1].environmentState.openPositions: Input should be greater than or equal to 0 (got -2)",
+    ),
+    (
+        "reward not a number",
+        {"steps": _steps(change=_in_step(0, "reward", value="lots"))},
+        "steps[0].reward: Input should be a valid number, unable to parse string as a number (got 'lots')",
+    ),
+    ("negative trade count", {"trades_executed": -1}, "trades_executed: Input should be greater than or equal to 0"),
+    ("metrics an array", {"metrics": "[1, 2]"}, "metrics is not a JSON object: Input should be an object"),
+    (
+        "not training data",
+        {"is_training_data": False},
+        "is_training_data is false: the recorder marked this episode as not for training",
+    ),
+    ("duplicate trajectory id", {"trajectory_id": "valid-0"}, "duplicate trajectory_id 'valid-0': row "),
+]
+
+
+def _valid_rows() -> list[Columns]:
+    rows = [{**row(WINDOW, f"valid-agent-{index}"), "trajectory_id": f"valid-{index}"} for index in range(3)]
+    # Recorder text holding valid JSON is decoded, not rejected.
+    rows.append({**row(WINDOW, "text-agent"), "trajectory_id": "valid-text", "steps": _steps(as_text=True)})
+    return rows
+
+
+@pytest.mark.parametrize(("columns", "reason"), [(c, r) for _, c, r in MALFORMED], ids=[n for n, _, _ in MALFORMED])
+async def test_malformed_row_is_rejected_with_its_reason(
+    database_url: str, conn: Conn, columns: Columns, reason: str
+) -> None:
+    valid = _valid_rows()
+    *valid_ids, bad_id = insert_rows(database_url, [*valid, {**row(WINDOW, "bad-agent"), **columns}])
+    load = await load_window(conn, WINDOW, min_actions=5)
+    (rejection,) = load.rejected
+    assert rejection.row_id == bad_id
+    assert reason in rejection.reason
+    assert [t.row_id for t in load.accepted] == valid_ids
+    assert [t.trajectory_id for t in load.accepted] == [r["trajectory_id"] for r in valid]
+
+
+async def test_whole_corpus_in_one_window(database_url: str, conn: Conn) -> None:
+    assert len(MALFORMED) >= 20
+    valid = _valid_rows()
+    ids = insert_rows(
+        database_url,
+        [*valid, *({**row(WINDOW, f"bad-{i}"), **columns} for i, (_, columns, _) in enumerate(MALFORMED))],
+    )
+    (unwindowed_id,) = insert_rows(database_url, [row(None, "plugin-agent", shape="plugin")])
+    load = await validate_window(conn, WINDOW, min_actions=5)
+    assert [t.row_id for t in load.accepted] == ids[: len(valid)]
+    reasons = {rejection.row_id: rejection.reason for rejection in load.rejected}
+    assert list(reasons) == ids[len(valid) :]
+    for row_id, (name, _, reason) in zip(ids[len(valid) :], MALFORMED, strict=True):
+        assert reason in reasons[row_id], name
+    assert f"row {ids[0]} (window id 2026-11-24T10:00:00+00:00) has it first" in reasons[ids[-1]]
+    # The row without a window is in no window's load, and is reported on its own.
+    assert unwindowed_id not in reasons
+    assert [r.row_id for r in await load_unwindowed_rejections(conn)] == [unwindowed_id]
+    async with conn.cursor() as cur:
+        await cur.execute("SELECT count(*) FILTER (WHERE accepted), count(*) FROM trajectory_validations")
+        assert await cur.fetchone() == (len(valid), len(valid) + len(MALFORMED))

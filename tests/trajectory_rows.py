@@ -16,8 +16,12 @@ StepShape = Literal["recorder", "plugin"]
 
 def fixture_steps(shape: StepShape, count: int) -> list[dict[str, JsonValue]]:
     """`count` copies of the shape's fixture step, numbered 0.. and a minute apart."""
-    step = json.loads((FIXTURES / f"{shape}_step.json").read_text())
-    return [{**step, "stepNumber": number, "timestamp": step["timestamp"] + number * 60_000} for number in range(count)]
+    text = (FIXTURES / f"{shape}_step.json").read_text()
+    steps: list[dict[str, JsonValue]] = [json.loads(text) for _ in range(count)]  # independent copies
+    for number, step in enumerate(steps):
+        step["stepNumber"] = number
+        step["timestamp"] = 1795525260000 + number * 60_000
+    return steps
 
 
 def row(
