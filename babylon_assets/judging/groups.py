@@ -1,0 +1,61 @@
+"""How a window is cut into judge groups and in which orders a group is shown to the judge.
+
+Both are pure functions of the trajectory ids, so re-scoring a window reproduces the same groups
+and the same prompts (and so hits the judge cache).
+"""
+
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+
+from babylon_assets.trajectories.models import Trajectory
+
+
+def _id_hash(trajectory_id: str) -> str:
+    return hashlib.sha256(trajectory_id.encode()).hexdigest()
+
+
+def split_groups(trajectories: Sequence[Trajectory], group_size: int) -> list[list[Trajectory]]:
+    """Balanced groups of at most `group_size`, their sizes differing by at most one.
+
+    Trajectories are ordered by a hash of their id, so the split does not depend on the order rows
+    were read in, and agents are not grouped by name.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be at least 1, got {group_size}")
+    ordered = sorted(trajectories, key=lambda trajectory: _id_hash(trajectory.trajectory_id))
+    count = math.ceil(len(ordered) / group_size)
+    base, extra = divmod(len(ordered), count) if count else (0, 0)
+    groups: list[list[Trajectory]] = []
+    start = 0
+    for index in range(count):
+        size = base + (1 if index < extra else 0)
+        groups.append(ordered[start : start + size])
+        start += size
+    return groups
+
+
+def permutation_orders(trajectory_ids: Sequence[str], count: int) -> list[list[int]]:
+    """Up to `count` distinct orders (indices into `trajectory_ids`) to show a group in.
+
+    The second order is the reverse of the first, so every trajectory's position is mirrored (the
+    usual remedy for an LLM judge's position bias); further orders are seeded shuffles. A group has
+    only n! orders, so small groups get fewer.
+    """
+    if count < 1:
+        raise ValueError(f"the number of permutations must be at least 1, got {count}")
+    size = len(trajectory_ids)
+    wanted = min(count, math.factorial(size))
+    seed = int(_id_hash("\n".join(trajectory_ids))[:16], 16)
+    rng = random.Random(seed)
+    orders: list[list[int]] = []
+    while len(orders) < wanted:
+        if len(orders) == 1:
+            candidate = orders[0][::-1]
+        else:
+            candidate = list(range(size))
+            rng.shuffle(candidate)
+        if candidate not in orders:
+            orders.append(candidate)
+    return orders

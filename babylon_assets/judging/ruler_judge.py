@@ -1,0 +1,332 @@
+"""The RULER judge: ART's `art.rewards.ruler` through LiteLLM, made correct, cached and loud.
+
+Guards against art 0.5.18 (see ../shared/reference/art-and-dagster.md, RULER):
+- `ruler_score_group` matches scores to trajectories BY POSITION and drops the group's metadata;
+  we call the lower-level `ruler` and map every score by the trajectory id the judge returned.
+- Scores are not range-checked (1.7 passes through): an answer with a score outside [0, 1], a
+  missing, repeated or unknown id is rejected and asked again.
+- RULER has no cache (it passes caching=False) and returns neither the raw answer nor usage: its
+  `acompletion` is routed through `_acompletion_through_cache` below, which serves cached answers,
+  records what was received, and applies our concurrency limit.
+- `swallow_exceptions=True` makes a failed group vanish: never used; failures raise.
+"""
+
+import asyncio
+import importlib
+import json
+import math
+from contextvars import ContextVar
+
+import litellm
+import openai
+from art.rewards import ruler
+from litellm.exceptions import BadRequestError
+from litellm.types.utils import Choices, ModelResponse
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+
+from babylon_assets.errors import ConfigurationError
+from babylon_assets.judging.cache import AnswerCache, CachedAnswer, answer_cache_key
+from babylon_assets.judging.groups import permutation_orders
+from babylon_assets.judging.judge import (
+    CallStats,
+    GroupScoring,
+    JudgeFailedError,
+    JudgeGroup,
+    PermutationScore,
+    total_stats,
+)
+from babylon_assets.judging.rubric import RUBRIC_VERSION, rubric_with_outcomes
+from babylon_assets.trajectories.messages import trajectory_messages
+from babylon_assets.trajectories.models import window_key
+
+# LiteLLM prints a "Give Feedback / Get Help" banner to stdout on every failed call; our errors say
+# what happened instead.
+litellm.suppress_debug_info = True
+
+_CHAT_MESSAGES = TypeAdapter(list[ChatCompletionMessageParam])
+
+# How much of a bad answer an error message quotes.
+QUOTE_CHARS = 600
+
+
+class RulerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    judge_model: str = "openai/o3"
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+    permutations: int = Field(default=2, ge=1)
+    group_size: int = Field(default=8, ge=1)
+    max_concurrency: int = Field(default=4, ge=1)
+    max_retries: int = Field(default=3, ge=0)
+    timeout_seconds: float = Field(default=300.0, gt=0)
+    # Wait before retry k (1-based) is retry_backoff_seconds * 2**(k-1).
+    retry_backoff_seconds: float = Field(default=2.0, ge=0)
+
+
+class _JudgeCall:
+    """The RULER call in flight in the current task: set before `ruler()`, filled by the wrapper."""
+
+    def __init__(self, judge: "RulerJudge", cache: AnswerCache, permutation: int) -> None:
+        self.judge = judge
+        self.cache = cache
+        self.permutation = permutation
+        self.cache_key: str | None = None
+        self.cached: CachedAnswer | None = None
+        self.raw_answer: str | None = None
+        self.requests_sent = 0
+        self.stats = CallStats()
+
+    async def complete(self, request: dict[str, object]) -> ModelResponse:
+        settings = self.judge.settings
+        self.cache_key = answer_cache_key(
+            settings.judge_model, RUBRIC_VERSION, json.loads(json.dumps(request["messages"])), self.permutation
+        )
+        self.cached = await self.cache.get(self.cache_key)
+        if self.cached is not None:
+            self.raw_answer = self.cached.raw_answer
+            self.stats = CallStats(calls_cached=1)
+            return ModelResponse(
+                model=settings.judge_model,
+                choices=[{"index": 0, "message": {"role": "assistant", "content": self.raw_answer}}],
+            )
+        async with self.judge.limiter():
+            self.requests_sent += 1
+            self.stats = CallStats(calls_made=1)
+            response: ModelResponse = await litellm.acompletion(**request)
+        choice = response.choices[0] if response.choices else None
+        content = choice.message.content if isinstance(choice, Choices) else None
+        # An answer without text is quoted whole, so an error shows what did arrive.
+        self.raw_answer = content if isinstance(content, str) else str(response)
+        cost = self.judge.cost_usd(response)
+        usage = getattr(response, "usage", None)
+        self.stats = CallStats(
+            calls_made=1,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            cost_usd=cost or 0.0,
+            unpriced_calls=1 if cost is None else 0,
+        )
+        return response
+
+    def answer(self) -> CachedAnswer:
+        assert self.cache_key is not None and self.raw_answer is not None
+        return CachedAnswer(
+            cache_key=self.cache_key,
+            judge_model=self.judge.settings.judge_model,
+            rubric_version=RUBRIC_VERSION,
+            permutation=self.permutation,
+            raw_answer=self.raw_answer,
+            prompt_tokens=self.stats.prompt_tokens,
+            completion_tokens=self.stats.completion_tokens,
+            cost_usd=None if self.stats.unpriced_calls else self.stats.cost_usd,
+        )
+
+
+_current_call: ContextVar[_JudgeCall | None] = ContextVar("babylon_judge_call", default=None)
+
+
+async def _acompletion_through_cache(**request: object) -> ModelResponse:
+    call = _current_call.get()
+    if call is None:  # RULER used outside our judge: unchanged behaviour
+        response: ModelResponse = await litellm.acompletion(**request)
+        return response
+    return await call.complete(request)
+
+
+# `art.rewards.ruler` the attribute is the function; the module holds the `acompletion` it calls.
+setattr(importlib.import_module("art.rewards.ruler"), "acompletion", _acompletion_through_cache)  # noqa: B010
+
+
+class _JudgedScore(BaseModel):
+    """One entry of RULER's parsed answer, re-read with our own types."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    trajectory_id: str
+    explanation: str
+    score: float
+
+
+def _answer_problem(answer: list[_JudgedScore], count: int) -> str | None:
+    """Why an answer cannot be used (ids not exactly "1".."count", a score outside [0, 1]), or None."""
+    expected = [str(position) for position in range(1, count + 1)]
+    returned = [item.trajectory_id for item in answer]
+    if sorted(returned, key=lambda value: (len(value), value)) != expected:
+        return f"expected one score for each trajectory id {', '.join(expected)}, got ids {returned}"
+    for item in answer:
+        if not (math.isfinite(item.score) and 0.0 <= item.score <= 1.0):
+            return f"score {item.score} for trajectory {item.trajectory_id} is outside [0, 1]"
+    return None
+
+
+def _quote(text: str) -> str:
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + f"... ({len(text)} characters)"
+
+
+def _is_retryable(error: openai.APIError) -> bool:
+    if isinstance(error, openai.APIConnectionError):  # includes timeouts
+        return True
+    status = getattr(error, "status_code", None)
+    return isinstance(status, int) and (status in (408, 429) or status >= 500)
+
+
+class RulerJudge:
+    """Scores each group under several orders through RULER and averages per trajectory."""
+
+    def __init__(self, settings: RulerSettings) -> None:
+        try:
+            model_name, _provider, _key, _base = litellm.get_llm_provider(settings.judge_model)
+        except BadRequestError as error:
+            raise ConfigurationError(
+                f"judge model {settings.judge_model!r} is not a LiteLLM model name; use provider/name, "
+                "e.g. openai/o3 (or openai/<served name> for any OpenAI-compatible server)"
+            ) from error
+        self.settings = settings
+        self._priced = model_name in litellm.model_cost
+        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphore_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def name(self) -> str:
+        return f"ruler:{self.settings.judge_model}"
+
+    @property
+    def rubric_version(self) -> str:
+        return RUBRIC_VERSION
+
+    @property
+    def group_size(self) -> int:
+        return self.settings.group_size
+
+    def limiter(self) -> asyncio.Semaphore:
+        """The concurrency limit on judge requests, across all groups and windows of this event loop."""
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._semaphore_loop is not loop:
+            self._semaphore = asyncio.Semaphore(self.settings.max_concurrency)
+            self._semaphore_loop = loop
+        return self._semaphore
+
+    def cost_usd(self, response: ModelResponse) -> float | None:
+        """LiteLLM's price for the call, or None for a model it has no price for."""
+        if not self._priced:
+            return None
+        return float(litellm.completion_cost(completion_response=response, model=self.settings.judge_model))
+
+    def _litellm_params(self) -> dict[str, object]:
+        params: dict[str, object] = {
+            "timeout": self.settings.timeout_seconds,
+            # The openai SDK retries 429/5xx twice on its own; ours is the only retry loop, so
+            # attempts, backoff and request counts are what the settings say.
+            "max_retries": 0,
+        }
+        if self.settings.api_base is not None:
+            params["api_base"] = self.settings.api_base
+        if self.settings.api_key is not None:
+            params["api_key"] = self.settings.api_key.get_secret_value()
+        return params
+
+    async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:
+        ids = [trajectory.trajectory_id for trajectory in group.trajectories]
+        message_lists = [
+            _CHAT_MESSAGES.validate_python([message.model_dump() for message in trajectory_messages(trajectory)])
+            for trajectory in group.trajectories
+        ]
+        rubric = rubric_with_outcomes(group.outcomes)
+        orders = permutation_orders(ids, self.settings.permutations)
+        # Every order runs to its end (answers obtained are cached) before a failure is raised.
+        outcomes = await asyncio.gather(
+            *(
+                self._score_order(group, cache, ids, [message_lists[i] for i in order], rubric, permutation, order)
+                for permutation, order in enumerate(orders)
+            ),
+            return_exceptions=True,
+        )
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
+            raise failures[0]
+        results = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        permutations = [score for scores, _stats in results for score in scores]
+        return GroupScoring(
+            group_index=group.group_index,
+            trajectory_ids=ids,
+            scores={
+                trajectory_id: math.fsum(p.score for p in permutations if p.trajectory_id == trajectory_id)
+                / len(orders)
+                for trajectory_id in ids
+            },
+            permutations=permutations,
+            stats=total_stats([stats for _scores, stats in results]),
+        )
+
+    async def _score_order(
+        self,
+        group: JudgeGroup,
+        cache: AnswerCache,
+        ids: list[str],
+        shown: list[list[ChatCompletionMessageParam]],
+        rubric: str,
+        permutation: int,
+        order: list[int],
+    ) -> tuple[list[PermutationScore], CallStats]:
+        """One order of one group, with bounded retries; the validated answer is cached at once."""
+        settings = self.settings
+        attempts = settings.max_retries + 1
+        stats = CallStats()
+        problem = "no attempt was made"
+        last_answer = "none"
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(settings.retry_backoff_seconds * 2 ** (attempt - 1))
+            call = _JudgeCall(self, cache, permutation)
+            token = _current_call.set(call)
+            try:
+                raw_scores = await ruler(
+                    shown, judge_model=settings.judge_model, extra_litellm_params=self._litellm_params(), rubric=rubric
+                )
+                answer = [_JudgedScore.model_validate(item) for item in raw_scores]
+                found = _answer_problem(answer, len(order))
+            except openai.APIError as error:
+                if not _is_retryable(error):
+                    raise JudgeFailedError(
+                        f"window {window_key(group.window_id)}: judge {settings.judge_model} refused group "
+                        f"{group.group_index} (not retried): {_quote(str(error))}. Check the judge model, "
+                        "BABYLON_JUDGE_API_BASE and BABYLON_JUDGE_API_KEY"
+                    ) from error
+                found = f"{type(error).__name__}: {error}"
+                answer = []
+            except ValueError as error:  # RULER's malformed JSON (pydantic) and wrong-count errors
+                found = f"{type(error).__name__}: {error}"
+                answer = []
+            finally:
+                _current_call.reset(token)
+            stats = stats + call.stats
+            last_answer = call.raw_answer if call.raw_answer is not None else "none, the request failed"
+            if found is None:
+                if call.cached is None:
+                    await cache.put(call.answer())
+                by_position = {int(item.trajectory_id): item for item in answer}
+                scores = [
+                    PermutationScore(
+                        permutation=permutation,
+                        trajectory_id=ids[order[position - 1]],
+                        position=position,
+                        score=item.score,
+                        explanation=item.explanation,
+                        cache_key=call.cache_key,
+                    )
+                    for position, item in sorted(by_position.items())
+                ]
+                return scores, stats
+            if call.cached is not None:
+                raise JudgeFailedError(
+                    f"window {window_key(group.window_id)}: the cached judge answer {call.cache_key} no longer "
+                    f"validates ({found}); delete it from judge_cache and re-score"
+                )
+            problem = found
+        raise JudgeFailedError(
+            f"window {window_key(group.window_id)}: judge {settings.judge_model} failed on group "
+            f"{group.group_index} (order {permutation}) after {attempts} attempts: {_quote(problem)}. "
+            f"Last answer: {_quote(last_answer)}"
+        )

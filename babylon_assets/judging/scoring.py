@@ -1,0 +1,352 @@
+"""Scoring windows: split each into groups, judge the groups, store the scores.
+
+`score_window` is what the `scored_groups` asset runs per partition; `score_windows` scores many
+windows in one event loop, each independently, and reports every failed window by name.
+Re-scoring a window replaces its previous results in one transaction; a failed attempt leaves them
+in place and records its reason in `judge_failures`.
+"""
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from statistics import fmean
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt
+
+from babylon_assets.errors import BabylonError
+from babylon_assets.judging.cache import AnswerCache
+from babylon_assets.judging.groups import split_groups
+from babylon_assets.judging.judge import (
+    CallStats,
+    GroupScoring,
+    Judge,
+    JudgeFailedError,
+    JudgeGroup,
+    UnitScore,
+    total_stats,
+)
+from babylon_assets.trajectories.models import Trajectory, window_key
+from babylon_assets.trajectories.reader import load_accepted, load_market_outcomes
+
+AsyncConn = psycopg.AsyncConnection[TupleRow]
+
+
+class ScoredTrajectory(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    trajectory_id: str
+    agent_id: str
+    group_index: NonNegativeInt
+    score: UnitScore
+
+
+class WindowScoring(BaseModel):
+    """What scoring one window did and found; the asset's metadata."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_id: datetime
+    judge: str
+    rubric_version: str
+    groups: NonNegativeInt
+    calls_made: NonNegativeInt
+    calls_cached: NonNegativeInt
+    prompt_tokens: NonNegativeInt
+    completion_tokens: NonNegativeInt
+    cost_usd: NonNegativeFloat
+    unpriced_calls: NonNegativeInt
+    score_min: UnitScore
+    score_mean: UnitScore
+    score_max: UnitScore
+    top_agent: str
+    bottom_agent: str
+    # Best first.
+    scores: list[ScoredTrajectory]
+
+    @property
+    def window(self) -> str:
+        return window_key(self.window_id)
+
+
+class WindowFailure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    window_id: datetime
+    reason: str
+
+
+class ScoringReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    scored: list[WindowScoring]
+    failed: list[WindowFailure]
+
+
+class WindowsFailedError(BabylonError):
+    """Some windows could not be scored; the others were scored and stored. Lists every failure."""
+
+    def __init__(self, report: ScoringReport) -> None:
+        self.report = report
+        lines = [f"{window_key(failure.window_id)}: {failure.reason}" for failure in report.failed]
+        super().__init__(
+            f"{len(report.failed)} of {len(report.failed) + len(report.scored)} window(s) could not be scored "
+            f"(the other {len(report.scored)} were scored and stored): " + " | ".join(lines)
+        )
+
+
+class EmptyWindowError(BabylonError):
+    """A window with no accepted trajectory has nothing to score."""
+
+
+def _require_autocommit(conn: AsyncConn) -> None:
+    if not conn.autocommit:
+        raise ValueError(
+            "scoring needs an autocommit connection (connect_async(url, autocommit=True)): judge answers "
+            "are committed to the cache as they arrive, and results in transactions of their own"
+        )
+
+
+async def score_window(conn: AsyncConn, judge: Judge, window_id: datetime) -> WindowScoring:
+    """Score the window's accepted trajectories and store the scores; raises BabylonError on failure."""
+    _require_autocommit(conn)
+    return await _score_window(conn, asyncio.Lock(), judge, window_id)
+
+
+async def score_windows(conn: AsyncConn, judge: Judge, window_ids: Sequence[datetime]) -> ScoringReport:
+    """Score every window independently; if any failed, raise WindowsFailedError naming each one.
+
+    Windows that succeed are stored whatever happens to the others.
+    """
+    _require_autocommit(conn)
+    lock = asyncio.Lock()  # one connection: its uses are serialised, the judge calls are not
+    outcomes = await asyncio.gather(
+        *(_score_window(conn, lock, judge, window_id) for window_id in window_ids), return_exceptions=True
+    )
+    scored: list[WindowScoring] = []
+    failed: list[WindowFailure] = []
+    unexpected: BaseException | None = None
+    for window_id, outcome in zip(window_ids, outcomes, strict=True):
+        if isinstance(outcome, WindowScoring):
+            scored.append(outcome)
+            continue
+        if not isinstance(outcome, Exception):
+            raise outcome  # KeyboardInterrupt, cancellation: not a window's failure
+        reason = str(outcome) if isinstance(outcome, BabylonError) else f"{type(outcome).__name__}: {outcome}"
+        failed.append(WindowFailure(window_id=window_id, reason=reason))
+        if not isinstance(outcome, BabylonError) and unexpected is None:
+            unexpected = outcome
+    report = ScoringReport(scored=scored, failed=failed)
+    if failed:
+        raise WindowsFailedError(report) from unexpected
+    return report
+
+
+async def _score_window(conn: AsyncConn, lock: asyncio.Lock, judge: Judge, window_id: datetime) -> WindowScoring:
+    key = window_key(window_id)
+    try:
+        async with lock:
+            trajectories = await load_accepted(conn, window_id)
+            outcomes = await load_market_outcomes(conn, window_id)
+        if not trajectories:
+            raise EmptyWindowError(f"window {key} has no accepted trajectories to score; validate it again")
+        groups = split_groups(trajectories, judge.group_size)
+        cache = AnswerCache(conn, lock)
+        results = await asyncio.gather(
+            *(
+                judge.score_group(
+                    JudgeGroup(window_id=window_id, group_index=index, trajectories=group, outcomes=outcomes), cache
+                )
+                for index, group in enumerate(groups)
+            ),
+            return_exceptions=True,
+        )
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            first = failures[0]
+            if len(failures) == 1 or not isinstance(first, BabylonError):
+                raise first
+            raise JudgeFailedError(f"{first} (and {len(failures) - 1} more group(s) of window {key} failed)")
+        scorings = [result for result in results if isinstance(result, GroupScoring)]
+        scoring = _summarize(judge, window_id, groups, scorings)
+        async with lock:
+            await _store(conn, window_id, groups, scorings, scoring)
+        return scoring
+    except BabylonError as error:
+        async with lock:
+            await conn.execute(
+                """
+                INSERT INTO judge_failures (window_id, judge, reason) VALUES (%s, %s, %s)
+                ON CONFLICT (window_id) DO UPDATE
+                SET judge = EXCLUDED.judge, reason = EXCLUDED.reason, failed_at = now()
+                """,
+                (window_id, judge.name, str(error)),
+            )
+        raise
+
+
+def _summarize(
+    judge: Judge, window_id: datetime, groups: list[list[Trajectory]], scorings: list[GroupScoring]
+) -> WindowScoring:
+    rows: list[ScoredTrajectory] = []
+    for group, result in zip(groups, scorings, strict=True):
+        expected = sorted(trajectory.trajectory_id for trajectory in group)
+        if sorted(result.scores) != expected:
+            # The judge contract: every trajectory of the group scored exactly once.
+            raise JudgeFailedError(
+                f"window {window_key(window_id)}: judge {judge.name} scored {sorted(result.scores)} "
+                f"for group {result.group_index} of {expected}"
+            )
+        rows.extend(
+            ScoredTrajectory(
+                trajectory_id=trajectory.trajectory_id,
+                agent_id=trajectory.agent_id,
+                group_index=result.group_index,
+                score=result.scores[trajectory.trajectory_id],
+            )
+            for trajectory in group
+        )
+    rows.sort(key=lambda row: (-row.score, row.trajectory_id))
+    stats: CallStats = total_stats([result.stats for result in scorings])
+    values = [row.score for row in rows]
+    return WindowScoring(
+        window_id=window_id,
+        judge=judge.name,
+        rubric_version=judge.rubric_version,
+        groups=len(groups),
+        calls_made=stats.calls_made,
+        calls_cached=stats.calls_cached,
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.completion_tokens,
+        cost_usd=stats.cost_usd,
+        unpriced_calls=stats.unpriced_calls,
+        score_min=min(values),
+        score_mean=fmean(values),
+        score_max=max(values),
+        top_agent=rows[0].agent_id,
+        bottom_agent=rows[-1].agent_id,
+        scores=rows,
+    )
+
+
+async def _store(
+    conn: AsyncConn,
+    window_id: datetime,
+    groups: list[list[Trajectory]],
+    scorings: list[GroupScoring],
+    scoring: WindowScoring,
+) -> None:
+    """Replace the window's scores, split, permutation scores and stats in one transaction."""
+    ids = [row.trajectory_id for row in scoring.scores]
+    permutation_rows = [
+        (window_id, group.group_index, p.permutation, p.trajectory_id, p.position, p.score, p.explanation, p.cache_key)
+        for group in scorings
+        for p in group.permutations
+    ]
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute("DELETE FROM judge_groups WHERE window_id = %s", (window_id,))
+        await cur.execute(
+            "DELETE FROM trajectory_scores WHERE window_id = %s OR trajectory_id = ANY(%s)", (window_id, ids)
+        )
+        for table in ("window_scores", "judge_window_stats", "judge_failures"):
+            delete = sql.SQL("DELETE FROM {} WHERE window_id = %s").format(sql.Identifier(table))
+            await cur.execute(delete, (window_id,))
+        await cur.executemany(
+            "INSERT INTO judge_groups (window_id, group_index, trajectory_ids) VALUES (%s, %s, %s)",
+            [(window_id, index, [t.trajectory_id for t in group]) for index, group in enumerate(groups)],
+        )
+        await cur.executemany(
+            """
+            INSERT INTO judge_permutation_scores
+                (window_id, group_index, permutation, trajectory_id, position, score, explanation, cache_key)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            permutation_rows,
+        )
+        await cur.executemany(
+            """
+            INSERT INTO trajectory_scores (trajectory_id, window_id, group_index, score, judge, rubric_version)
+            VALUES (%s, %s, %s, %s, %s, %s)
+            """,
+            [
+                (row.trajectory_id, window_id, row.group_index, row.score, scoring.judge, scoring.rubric_version)
+                for row in scoring.scores
+            ],
+        )
+        await cur.execute(
+            """
+            INSERT INTO window_scores (window_id, judge, rubric_version, groups, trajectories)
+            VALUES (%s, %s, %s, %s, %s)
+            """,
+            (window_id, scoring.judge, scoring.rubric_version, scoring.groups, len(scoring.scores)),
+        )
+        await cur.execute(
+            """
+            INSERT INTO judge_window_stats (window_id, judge, rubric_version, calls_made, calls_cached,
+                                            prompt_tokens, completion_tokens, cost_usd, unpriced_calls)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            (
+                window_id,
+                scoring.judge,
+                scoring.rubric_version,
+                scoring.calls_made,
+                scoring.calls_cached,
+                scoring.prompt_tokens,
+                scoring.completion_tokens,
+                scoring.cost_usd,
+                scoring.unpriced_calls,
+            ),
+        )
+
+
+class ScoreCompleteness(BaseModel):
+    """The `scored_groups_complete` check: every accepted trajectory has exactly one score in [0, 1]."""
+
+    model_config = ConfigDict(frozen=True)
+
+    accepted: NonNegativeInt
+    missing: list[str]
+    unexpected: list[str]
+    out_of_range: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return self.accepted > 0 and not (self.missing or self.unexpected or self.out_of_range)
+
+
+async def score_completeness(conn: AsyncConn, window_id: datetime) -> ScoreCompleteness:
+    async with conn.cursor() as cur:
+        await cur.execute(
+            """
+            SELECT v.trajectory_id, count(s.trajectory_id), bool_or(s.score < 0 OR s.score > 1)
+            FROM trajectory_validations v
+            LEFT JOIN trajectory_scores s ON s.trajectory_id = v.trajectory_id AND s.window_id = v.window_id
+            WHERE v.window_id = %s AND v.accepted
+            GROUP BY v.trajectory_id
+            ORDER BY v.trajectory_id
+            """,
+            (window_id,),
+        )
+        accepted = await cur.fetchall()
+        await cur.execute(
+            """
+            SELECT s.trajectory_id FROM trajectory_scores s
+            WHERE s.window_id = %s AND NOT EXISTS (
+                SELECT 1 FROM trajectory_validations v
+                WHERE v.window_id = s.window_id AND v.accepted AND v.trajectory_id = s.trajectory_id
+            )
+            ORDER BY s.trajectory_id
+            """,
+            (window_id,),
+        )
+        unexpected = [str(row[0]) for row in await cur.fetchall()]
+    return ScoreCompleteness(
+        accepted=len(accepted),
+        # trajectory_scores is keyed by trajectory id, so a trajectory has at most one score.
+        missing=[str(trajectory_id) for trajectory_id, count, _bad in accepted if count == 0],
+        unexpected=unexpected,
+        out_of_range=[str(trajectory_id) for trajectory_id, _count, bad in accepted if bad],
+    )

@@ -1,0 +1,86 @@
+"""The `judge` resource: which judge scores the windows, and how it reaches its model.
+
+`kind` chooses: `outcome` scores from the window's ground truth (no LLM; the local profile),
+`ruler` asks an LLM through ART's RULER (production). One never stands in for the other.
+"""
+
+import os
+from typing import Literal, get_args
+
+import dagster as dg
+from pydantic import Field, SecretStr
+
+from babylon_assets.errors import ConfigurationError
+from babylon_assets.judging.judge import Judge
+from babylon_assets.judging.outcome_judge import OutcomeJudge
+from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
+from babylon_assets.profile import Profile
+
+JudgeKind = Literal["ruler", "outcome"]
+JUDGE_ENV = "BABYLON_JUDGE"
+JUDGE_MODEL_ENV = "BABYLON_JUDGE_MODEL"
+JUDGE_API_BASE_ENV = "BABYLON_JUDGE_API_BASE"
+JUDGE_API_KEY_ENV = "BABYLON_JUDGE_API_KEY"
+DEFAULT_JUDGE_MODEL = "openai/o3"
+
+
+class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
+    """Judge settings; `api_key` comes from BABYLON_JUDGE_API_KEY via dg.EnvVar and is never logged."""
+
+    kind: JudgeKind
+    model: str = DEFAULT_JUDGE_MODEL
+    api_base: str | None = None
+    api_key: str | None = None
+    permutations: int = Field(default=2, ge=1, description="Orders each group is judged in; scores are averaged.")
+    group_size: int = Field(default=8, ge=1, description="Larger windows are split into balanced groups.")
+    max_concurrency: int = Field(default=4, ge=1, description="Judge requests in flight at once.")
+    max_retries: int = Field(default=3, ge=0, description="Retries on 429, 5xx, timeouts and unusable answers.")
+    timeout_seconds: float = Field(default=300.0, gt=0)
+    retry_backoff_seconds: float = Field(default=2.0, ge=0, description="First retry's wait; doubles each retry.")
+
+    def build_judge(self) -> Judge:
+        if self.kind == "outcome":
+            return OutcomeJudge(group_size=self.group_size)
+        if not self.api_key:
+            raise ConfigurationError(f"the RULER judge needs an API key: set {JUDGE_API_KEY_ENV}")
+        return RulerJudge(
+            RulerSettings(
+                judge_model=self.model,
+                api_base=self.api_base,
+                api_key=SecretStr(self.api_key),
+                permutations=self.permutations,
+                group_size=self.group_size,
+                max_concurrency=self.max_concurrency,
+                max_retries=self.max_retries,
+                timeout_seconds=self.timeout_seconds,
+                retry_backoff_seconds=self.retry_backoff_seconds,
+            )
+        )
+
+
+def _required_env(name: str, why: str) -> None:
+    if not os.environ.get(name, "").strip():
+        raise ConfigurationError(f"{name} is not set; {why}")
+
+
+def judge_resource_for(profile: Profile) -> JudgeResource:
+    """The profile's judge (local: outcome, production: ruler); BABYLON_JUDGE overrides the choice.
+
+    The RULER judge reads its model (BABYLON_JUDGE_MODEL, default openai/o3), base URL
+    (BABYLON_JUDGE_API_BASE) and key (BABYLON_JUDGE_API_KEY) from the environment at run time.
+    """
+    choice = os.environ.get(JUDGE_ENV, "").strip() or ("outcome" if profile == "local" else "ruler")
+    kinds: tuple[JudgeKind, ...] = get_args(JudgeKind)
+    if choice == "outcome":
+        return JudgeResource(kind="outcome")
+    if choice != "ruler":
+        raise ConfigurationError(f"{JUDGE_ENV}={choice!r} is not one of {', '.join(kinds)}; set it to one of them")
+    why = "the RULER judge needs it (or set BABYLON_JUDGE=outcome to score from market outcomes without an LLM)"
+    _required_env(JUDGE_API_BASE_ENV, f"{why}; e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
+    _required_env(JUDGE_API_KEY_ENV, why)
+    return JudgeResource(
+        kind="ruler",
+        model=os.environ.get(JUDGE_MODEL_ENV, "").strip() or DEFAULT_JUDGE_MODEL,
+        api_base=dg.EnvVar(JUDGE_API_BASE_ENV),
+        api_key=dg.EnvVar(JUDGE_API_KEY_ENV),
+    )
