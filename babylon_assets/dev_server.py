@@ -66,9 +66,12 @@ def run_dev_server(port: int) -> int:
     environment = {**os.environ, **instance_environment(url)}
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-w", str(workspace), "-h", HOST, "-p", str(port)]
+    # Explicit handlers, installed before the child starts: a SIGINT that a launching shell set to
+    # "ignore" would otherwise be ignored here and, inherited across exec, in every Dagster process.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     # Its own session: the terminal's Ctrl-C reaches only this process, which then stops the group.
     process = subprocess.Popen(command, env=environment, start_new_session=True)
-    signal.signal(signal.SIGTERM, _interrupt)
     print(f"babylon dev: Dagster UI at http://{HOST}:{port}  (Ctrl-C stops it)")
     print(f"babylon dev: DAGSTER_HOME={home}, data in {redact_url(url)}")
     try:
