@@ -1,0 +1,202 @@
+"""The outcome judge (no LLM) and the group split: pure logic, plus their results in PostgreSQL."""
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from psycopg.rows import TupleRow
+from pydantic import JsonValue
+
+from babylon_assets.db.connection import connect_async
+from babylon_assets.judging.cache import AnswerCache
+from babylon_assets.judging.groups import permutation_orders, split_groups
+from babylon_assets.judging.judge import JudgeGroup
+from babylon_assets.judging.outcome_judge import OUTCOME_RUBRIC_VERSION, OutcomeJudge, assess
+from babylon_assets.judging.scoring import score_completeness, score_window
+from babylon_assets.trajectories.models import (
+    Action,
+    EnvironmentState,
+    LLMCall,
+    MarketOutcomes,
+    PredictionOutcome,
+    Step,
+    StockOutcome,
+    Trajectory,
+)
+from babylon_assets.trajectories.simulate import simulate
+from babylon_assets.trajectories.validation import validate_window
+
+AsyncConn = psycopg.AsyncConnection[TupleRow]
+WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
+OUTCOMES = MarketOutcomes(
+    window_id=WINDOW,
+    stocks=[
+        StockOutcome(
+            ticker="BABY", start_price=10, end_price=12, change_percent=20, sentiment="BULLISH", news_events=[]
+        )
+    ],
+    predictions=[PredictionOutcome(market_id="rates", question="Rate cut?", outcome="NO", final_probability=0.05)],
+)
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[AsyncConn]:
+    async with await connect_async(database_url, autocommit=True) as connection:
+        yield connection
+
+
+def trajectory(
+    trajectory_id: str, pnl_path: list[float], actions: list[tuple[str, dict[str, JsonValue]]]
+) -> Trajectory:
+    """A hand-built trajectory: one step per P&L point, the given actions on the first steps, then HOLD."""
+    steps = []
+    for number, pnl in enumerate(pnl_path):
+        action_type, parameters = actions[number] if number < len(actions) else ("HOLD", {})
+        call = LLMCall(
+            model="policy",
+            system_prompt="You trade.",
+            user_prompt=f"minute {number}",
+            response=f"{action_type} {parameters}",
+            temperature=0.7,
+            max_tokens=100,
+            purpose="action",
+        )
+        steps.append(
+            Step(
+                step_number=number,
+                timestamp=1_700_000_000_000 + number * 60_000,
+                environment_state=EnvironmentState(
+                    agent_balance=1000 + pnl, agent_pnl=pnl, open_positions=0, active_markets=2
+                ),
+                provider_accesses=[],
+                llm_calls=[call],
+                action=Action(action_type=action_type, parameters=parameters, success=True),
+                reward=0.0,
+            )
+        )
+    return Trajectory(
+        row_id=abs(hash(trajectory_id)) % 1_000_000,
+        trajectory_id=trajectory_id,
+        agent_id=f"agent-{trajectory_id}",
+        start_time=WINDOW,
+        end_time=None,
+        duration_ms=None,
+        window_id=WINDOW,
+        window_hours=1,
+        episode_id=None,
+        scenario_id=None,
+        steps=steps,
+        reward_components=None,
+        metrics=None,
+        metadata=None,
+        total_reward=0.0,
+        episode_length=len(steps),
+        final_status="completed",
+        final_balance=None,
+        final_pnl=None,
+        trades_executed=len(actions),
+        posts_created=0,
+        is_training_data=True,
+        used_in_training=False,
+        trained_in_batch=None,
+    )
+
+
+GOOD_CALLS: list[tuple[str, dict[str, JsonValue]]] = [
+    ("OPEN_PERP", {"ticker": "BABY", "side": "long", "margin": 50, "leverage": 2}),
+    ("BUY_SHARES", {"marketId": "rates", "outcome": "NO", "amount": 30}),
+]
+BAD_CALLS: list[tuple[str, dict[str, JsonValue]]] = [
+    ("OPEN_PERP", {"ticker": "BABY", "side": "short", "margin": 400, "leverage": 20}),
+    ("BUY_SHARES", {"marketId": "rates", "outcome": "YES", "amount": 300}),
+]
+
+
+async def test_the_outcome_judge_ranks_a_clearly_better_trajectory_higher(conn: AsyncConn) -> None:
+    good = trajectory("good", [0, 10, 25, 40], GOOD_CALLS)
+    bad = trajectory("bad", [0, -60, -150, -90], BAD_CALLS)
+    middling = trajectory("middling", [0, 5, -5, 2], [GOOD_CALLS[0], BAD_CALLS[1]])
+    group = JudgeGroup(window_id=WINDOW, group_index=0, trajectories=[bad, middling, good], outcomes=OUTCOMES)
+
+    result = await OutcomeJudge().score_group(group, AnswerCache(conn, asyncio.Lock()))
+
+    assert result.scores["good"] > result.scores["middling"] > result.scores["bad"]
+    assert all(0.0 <= score <= 1.0 for score in result.scores.values())
+    assert result.stats.calls_made == 0
+    assert assess(good, OUTCOMES).calls_correct == 2 and assess(bad, OUTCOMES).calls_correct == 0
+    assert assess(bad, OUTCOMES).max_drawdown == 150
+
+
+def test_selling_yes_shares_is_a_call_on_no_and_closing_is_no_call() -> None:
+    sold_yes = trajectory("sold", [0, 1], [("SELL_SHARES", {"marketId": "rates", "outcome": "YES", "shares": 3})])
+    closed = trajectory("closed", [0, 1], [("CLOSE_PERP", {"ticker": "BABY"})])
+
+    assert (assess(sold_yes, OUTCOMES).calls_correct, assess(sold_yes, OUTCOMES).calls_judged) == (1, 1)
+    assert assess(closed, OUTCOMES).calls_judged == 0
+
+
+def test_the_split_is_balanced_and_does_not_depend_on_input_order() -> None:
+    trajectories = [trajectory(f"t{index:02d}", [0, 1], []) for index in range(20)]
+    shuffled = trajectories[:]
+    random.Random(3).shuffle(shuffled)
+
+    groups = split_groups(trajectories, 8)
+
+    assert [len(group) for group in groups] == [7, 7, 6]
+    assert [[t.trajectory_id for t in group] for group in split_groups(shuffled, 8)] == [
+        [t.trajectory_id for t in group] for group in groups
+    ]
+    assert sorted(t.trajectory_id for group in groups for t in group) == [t.trajectory_id for t in trajectories]
+    assert [len(group) for group in split_groups(trajectories[:8], 8)] == [8]
+    assert [len(group) for group in split_groups(trajectories[:9], 8)] == [5, 4]
+
+
+def test_permutation_orders_are_distinct_and_the_second_mirrors_the_first() -> None:
+    ids = [f"t{index}" for index in range(5)]
+    orders = permutation_orders(ids, 4)
+
+    assert orders == permutation_orders(ids, 4)
+    assert len({tuple(order) for order in orders}) == 4
+    assert orders[1] == orders[0][::-1]
+    assert all(sorted(order) == list(range(5)) for order in orders)
+    assert len(permutation_orders(ids[:2], 4)) == 2 and len(permutation_orders(ids[:1], 4)) == 1
+
+
+async def test_scoring_with_the_outcome_judge_stores_the_split_and_replaces_earlier_scores(
+    database_url: str, conn: AsyncConn
+) -> None:
+    simulate(database_url, agents=20, windows=1, seed=11, start=WINDOW)
+    await validate_window(conn, WINDOW, min_actions=1)
+
+    first = await score_window(conn, OutcomeJudge(group_size=8), WINDOW)
+    second = await score_window(conn, OutcomeJudge(group_size=8), WINDOW)
+
+    assert first == second
+    assert (first.judge, first.rubric_version, first.groups) == ("outcome", OUTCOME_RUBRIC_VERSION, 3)
+    assert (first.calls_made, first.calls_cached) == (0, 0)
+    assert first.score_min <= first.score_mean <= first.score_max
+    assert first.top_agent == first.scores[0].agent_id and first.bottom_agent == first.scores[-1].agent_id
+    cursor = await conn.execute(
+        "SELECT cardinality(trajectory_ids) FROM judge_groups WHERE window_id = %s ORDER BY group_index", (WINDOW,)
+    )
+    assert [row[0] for row in await cursor.fetchall()] == [7, 7, 6]
+    cursor = await conn.execute("SELECT count(*) FROM trajectory_scores WHERE window_id = %s", (WINDOW,))
+    assert await cursor.fetchone() == (20,)
+    assert (await score_completeness(conn, WINDOW)).passed
+
+
+async def test_the_completeness_check_fails_when_an_accepted_trajectory_has_no_score(
+    database_url: str, conn: AsyncConn
+) -> None:
+    simulate(database_url, agents=5, windows=1, seed=11, start=WINDOW)
+    await validate_window(conn, WINDOW, min_actions=1)
+    scoring = await score_window(conn, OutcomeJudge(), WINDOW)
+    lost = scoring.scores[2].trajectory_id
+    await conn.execute("DELETE FROM trajectory_scores WHERE trajectory_id = %s", (lost,))
+
+    verdict = await score_completeness(conn, WINDOW)
+
+    assert not verdict.passed and verdict.missing == [lost] and verdict.accepted == 5

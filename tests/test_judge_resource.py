@@ -1,0 +1,122 @@
+"""The judge resource's configuration, and the scored_groups asset and its check run through Dagster."""
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from babylon_assets.db.connection import connect_async
+from babylon_assets.errors import ConfigurationError
+from babylon_assets.judging.assets import scored_groups, scored_groups_check
+from babylon_assets.judging.outcome_judge import OutcomeJudge
+from babylon_assets.trajectories.models import window_key
+from babylon_assets.trajectories.simulate import simulate
+from babylon_assets.trajectories.validation import validate_window
+from resources.database import DatabaseResource
+from resources.judge import JudgeResource, judge_resource_for
+from tests.judge_server import JudgeServer
+
+WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
+SECRET = "sk-test-never-shown-0123456789"
+
+
+@pytest.fixture
+def judge_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for name in ("BABYLON_JUDGE", "BABYLON_JUDGE_MODEL", "BABYLON_JUDGE_API_BASE", "BABYLON_JUDGE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    yield monkeypatch
+
+
+def test_the_local_profile_scores_with_the_outcome_judge(judge_env: pytest.MonkeyPatch) -> None:
+    resource = judge_resource_for("local")
+
+    assert resource.kind == "outcome"
+    assert isinstance(resource.build_judge(), OutcomeJudge)
+
+
+@pytest.mark.parametrize("missing", ["BABYLON_JUDGE_API_BASE", "BABYLON_JUDGE_API_KEY"])
+def test_production_without_the_judge_endpoint_is_a_configuration_error_naming_it(
+    judge_env: pytest.MonkeyPatch, missing: str
+) -> None:
+    judge_env.setenv("BABYLON_JUDGE_API_BASE", "http://127.0.0.1:9/v1")
+    judge_env.setenv("BABYLON_JUDGE_API_KEY", SECRET)
+    judge_env.delenv(missing)
+
+    with pytest.raises(ConfigurationError, match=missing):
+        judge_resource_for("production")
+
+
+def test_production_reads_the_ruler_judge_from_the_environment(judge_env: pytest.MonkeyPatch) -> None:
+    judge_env.setenv("BABYLON_JUDGE_API_BASE", "http://127.0.0.1:9/v1")
+    judge_env.setenv("BABYLON_JUDGE_API_KEY", SECRET)
+    judge_env.setenv("BABYLON_JUDGE_MODEL", "openai/qwen-judge")
+
+    resource = judge_resource_for("production")
+
+    assert (resource.kind, resource.model) == ("ruler", "openai/qwen-judge")
+    assert isinstance(resource.api_key, dg.EnvVar)
+    assert SECRET not in repr(resource)
+
+
+def test_babylon_judge_picks_the_judge_whatever_the_profile(judge_env: pytest.MonkeyPatch) -> None:
+    judge_env.setenv("BABYLON_JUDGE", "outcome")
+    assert judge_resource_for("production").kind == "outcome"
+    judge_env.setenv("BABYLON_JUDGE", "ruler")
+    with pytest.raises(ConfigurationError, match="BABYLON_JUDGE_API_BASE"):
+        judge_resource_for("local")
+    judge_env.setenv("BABYLON_JUDGE", "llm")
+    with pytest.raises(ConfigurationError, match="'llm' is not one of ruler, outcome"):
+        judge_resource_for("local")
+
+
+def test_a_judge_model_without_a_provider_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="provider/name"):
+        JudgeResource(kind="ruler", model="o3-without-provider", api_key=SECRET).build_judge()
+    with pytest.raises(ConfigurationError, match="BABYLON_JUDGE_API_KEY"):
+        JudgeResource(kind="ruler").build_judge()
+
+
+async def _seed(database_url: str) -> None:
+    simulate(database_url, agents=6, windows=1, seed=5, start=WINDOW)
+    async with await connect_async(database_url, autocommit=True) as conn:
+        await validate_window(conn, WINDOW, min_actions=1)
+
+
+@pytest.mark.parametrize("kind", ["outcome", "ruler"])
+def test_the_asset_scores_its_window_reports_metadata_and_passes_its_check(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    asyncio.run(_seed(database_url))  # sync test: Dagster runs the async asset on a loop of its own
+    key = window_key(WINDOW)
+    with JudgeServer() as server, dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("windows", [key])
+        judge = (
+            JudgeResource(kind="outcome")
+            if kind == "outcome"
+            else JudgeResource(kind="ruler", model="openai/test-judge", api_base=server.api_base, api_key=SECRET)
+        )
+        result = dg.materialize(
+            [scored_groups, scored_groups_check],
+            partition_key=key,
+            instance=instance,
+            resources={"database": DatabaseResource(), "judge": judge},
+        )
+        logs = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("scored_groups")
+    metadata = {name: value.value for name, value in materialization.metadata.items()}
+    assert metadata["judge"] == ("outcome" if kind == "outcome" else "ruler:openai/test-judge")
+    assert metadata["trajectories"] == 6 and metadata["groups"] == 1
+    assert metadata["calls_made"] == (0 if kind == "outcome" else 2) and metadata["calls_cached"] == 0
+    low, mean, high = (float(str(metadata[name])) for name in ("score_min", "score_mean", "score_max"))
+    assert 0 <= low <= mean <= high <= 1
+    assert str(metadata["top_agent"]) in str(metadata["scores"]) and "| rank |" in str(metadata["scores"])
+    for name in ("tokens", "cost_usd", "bottom_agent"):
+        assert any(name in field for field in metadata)
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "scored_groups_complete" and check.passed
+    assert SECRET not in logs
