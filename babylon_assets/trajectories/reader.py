@@ -217,20 +217,23 @@ def _as_window(window_id: datetime) -> datetime:
     return window_id.astimezone(UTC)
 
 
-async def _fetch(conn: AsyncConn, where: sql.Composable, params: Sequence[object]) -> list[TupleRow]:
+async def _verdicts(
+    conn: AsyncConn, where: sql.Composable, params: Sequence[object], *, min_actions: int
+) -> list[Trajectory | Rejection]:
+    """Each selected row's verdict. fetchall() measured faster than streaming rows (single-row mode)."""
     async with conn.cursor() as cur:
         await cur.execute(_SELECT_ROWS.format(where=where), params)
-        return await cur.fetchall()
+        rows = await cur.fetchall()
+    return [_verdict(row, min_actions=min_actions) for row in rows]
 
 
 async def load_window(conn: AsyncConn, window_id: datetime, *, min_actions: int) -> WindowLoad:
     """Every row whose window id falls in this UTC hour, accepted as a model or rejected with a reason."""
     start = _as_window(window_id)
-    rows = await _fetch(conn, sql.SQL("WHERE t.window_id >= %s AND t.window_id < %s"), (start, start + WINDOW))
+    where = sql.SQL("WHERE t.window_id >= %s AND t.window_id < %s")
     accepted: list[Trajectory] = []
     rejected: list[Rejection] = []
-    for row in rows:
-        verdict = _verdict(row, min_actions=min_actions)
+    for verdict in await _verdicts(conn, where, (start, start + WINDOW), min_actions=min_actions):
         if isinstance(verdict, Trajectory):
             accepted.append(verdict)
         else:
@@ -248,15 +251,12 @@ async def load_accepted(conn: AsyncConn, window_id: datetime) -> list[Trajectory
                 f"window {window_key(start)} has never been validated; validate it first "
                 "(materialize validated_windows for it, or call validate_window)"
             )
-    rows = await _fetch(
-        conn,
-        sql.SQL("WHERE t.id IN (SELECT v.row_id FROM trajectory_validations v WHERE v.window_id = %s AND v.accepted)"),
-        (start,),
+    where = sql.SQL(
+        "WHERE t.id IN (SELECT v.row_id FROM trajectory_validations v WHERE v.window_id = %s AND v.accepted)"
     )
     trajectories: list[Trajectory] = []
-    for row in rows:
-        # min_actions was applied when the verdict was stored; here only a changed row can fail.
-        verdict = _verdict(row, min_actions=1)
+    # min_actions was applied when the verdict was stored; here only a row changed since can fail.
+    for verdict in await _verdicts(conn, where, (start,), min_actions=1):
         if isinstance(verdict, Rejection):
             raise BabylonError(
                 f"row {verdict.row_id} of window {window_key(start)} was accepted but no longer validates "

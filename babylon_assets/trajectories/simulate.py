@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter
 from tqdm import tqdm
 
 from babylon_assets.db.connection import connect
@@ -56,6 +56,7 @@ QUESTIONS = (
 )
 TRADING_FEE = 0.002  # of notional per perp open or close; what makes overtrading costly
 WINDOW_MINUTES = 60
+_STEPS = TypeAdapter(list[Step])
 
 
 class Strategy(BaseModel):
@@ -178,12 +179,10 @@ class SimulatedMarket(BaseModel):
 
     tickers: dict[str, TickerPath]
     predictions: dict[str, PredictionPath]
+    news: list[NewsItem]  # every ticker's, in publication order
 
     def news_until(self, minute: int) -> list[NewsItem]:
-        return sorted(
-            (item for path in self.tickers.values() for item in path.news if item.minute <= minute),
-            key=lambda item: (item.minute, item.ticker),
-        )
+        return [item for item in self.news if item.minute <= minute]
 
 
 class TrajectoryRow(BaseModel):
@@ -214,10 +213,10 @@ class TrajectoryRow(BaseModel):
 
     def steps_json(self) -> str:
         """The stepsJson text in this row's step shape."""
+        if self.step_shape == "recorder":
+            return _STEPS.dump_json(self.steps, by_alias=True, exclude_none=True).decode()
         dumped = [step.model_dump(mode="json", by_alias=True, exclude_none=True) for step in self.steps]
-        if self.step_shape == "plugin":
-            dumped = [_plugin_shape(step) for step in dumped]
-        return json.dumps(dumped, separators=(",", ":"))
+        return json.dumps([_plugin_shape(step) for step in dumped], separators=(",", ":"))
 
 
 class SimulatedWindow(BaseModel):
@@ -303,7 +302,10 @@ def simulate_market(rng: random.Random, window_id: datetime) -> SimulatedMarket:
         predictions[market_id] = PredictionPath(
             market_id=market_id, question=question, true_probability=truth, prices=path, outcome=outcome
         )
-    return SimulatedMarket(tickers=tickers, predictions=predictions)
+    news = sorted(
+        (item for path in tickers.values() for item in path.news), key=lambda item: (item.minute, item.ticker)
+    )
+    return SimulatedMarket(tickers=tickers, predictions=predictions, news=news)
 
 
 class _Perp(BaseModel):
