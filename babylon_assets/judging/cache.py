@@ -6,22 +6,12 @@ import json
 
 import psycopg
 from psycopg.rows import TupleRow
-from pydantic import BaseModel, ConfigDict, JsonValue, NonNegativeFloat, NonNegativeInt
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt
 
 
-def answer_cache_key(judge_model: str, rubric_version: str, messages: JsonValue, permutation: int) -> str:
-    """sha256 over the judge model, the rubric version, the exact messages sent and the permutation."""
-    payload = json.dumps(
-        {
-            "judge_model": judge_model,
-            "rubric_version": rubric_version,
-            "messages": messages,
-            "permutation": permutation,
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+def answer_cache_key(judge_model: str, rubric_version: str, messages_json: str, permutation: int) -> str:
+    """sha256 over the judge model, the rubric version, the exact messages sent (as JSON) and the permutation."""
+    payload = json.dumps([judge_model, rubric_version, messages_json, permutation], ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

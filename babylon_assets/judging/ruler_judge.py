@@ -80,9 +80,8 @@ class _JudgeCall:
 
     async def complete(self, request: dict[str, object]) -> ModelResponse:
         settings = self.judge.settings
-        self.cache_key = answer_cache_key(
-            settings.judge_model, RUBRIC_VERSION, json.loads(json.dumps(request["messages"])), self.permutation
-        )
+        messages_json = json.dumps(request["messages"], sort_keys=True, ensure_ascii=False)
+        self.cache_key = answer_cache_key(settings.judge_model, RUBRIC_VERSION, messages_json, self.permutation)
         self.cached = await self.cache.get(self.cache_key)
         if self.cached is not None:
             self.raw_answer = self.cached.raw_answer

@@ -1,0 +1,122 @@
+"""Score many windows with the RULER judge against a local judge that answers after a fixed latency.
+
+    python bench/bench_judge.py [--windows 200] [--agents 8] [--latency 0.2] [--concurrency 8]
+
+Creates a scratch database on BABYLON_BENCH_ADMIN_URL (default the local server), simulates and
+validates the windows, then scores them all with `score_windows` three times:
+- outcome judge (no calls): the cost of loading, splitting and storing alone;
+- RULER, cold cache: wall time next to the ideal, calls x latency / concurrency;
+- RULER, warm cache: the re-run, which must make no judge call at all.
+The database is dropped afterwards.
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from pydantic import SecretStr
+
+# The local judge server lives with the tests; run from anywhere.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from babylon_assets.db.connection import connect_async
+from babylon_assets.db.migrate import apply_migrations
+from babylon_assets.judging.judge import Judge
+from babylon_assets.judging.outcome_judge import OutcomeJudge
+from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
+from babylon_assets.judging.scoring import ScoringReport, score_windows
+from babylon_assets.trajectories.simulate import simulate
+from babylon_assets.trajectories.validation import validate_window
+from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
+
+ADMIN_URL = os.environ.get("BABYLON_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _database_url(admin_url: str, name: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(admin_url)
+    params["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in params.items()})
+
+
+async def _timed(url: str, judge: Judge, window_ids: list[datetime]) -> tuple[float, ScoringReport]:
+    async with await connect_async(url, autocommit=True) as conn:
+        started = time.perf_counter()
+        report = await score_windows(conn, judge, window_ids)
+        return time.perf_counter() - started, report
+
+
+async def _validate(url: str, window_ids: list[datetime]) -> None:
+    async with await connect_async(url, autocommit=True) as conn:
+        for window_id in window_ids:
+            await validate_window(conn, window_id, min_actions=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--windows", type=int, default=200)
+    parser.add_argument("--agents", type=int, default=8)
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds the judge takes per answer")
+    parser.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once")
+    args = parser.parse_args()
+
+    name = f"babylon_bench_judge_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _database_url(ADMIN_URL, name)
+    try:
+        apply_migrations(url)
+        simulate(url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW)
+        window_ids = [FIRST_WINDOW + timedelta(hours=hour) for hour in range(args.windows)]
+        asyncio.run(_validate(url, window_ids))
+
+        def slow_judge(request: JudgeRequest) -> Reply:
+            return by_content(request).model_copy(update={"delay_seconds": args.latency})
+
+        with JudgeServer(slow_judge) as server:
+            judge = RulerJudge(
+                RulerSettings(
+                    judge_model="openai/bench-judge",
+                    api_base=server.api_base,
+                    api_key=SecretStr("bench"),
+                    max_concurrency=args.concurrency,
+                    timeout_seconds=30.0,
+                )
+            )
+            outcome_wall, _ = asyncio.run(_timed(url, OutcomeJudge(group_size=judge.group_size), window_ids))
+            cold_wall, cold = asyncio.run(_timed(url, judge, window_ids))
+            warm_wall, warm = asyncio.run(_timed(url, judge, window_ids))
+            requests = server.request_count
+            peak = server.max_in_flight
+
+        calls = sum(scoring.calls_made for scoring in cold.scored)
+        warm_calls = sum(scoring.calls_made for scoring in warm.scored)
+        cached = sum(scoring.calls_cached for scoring in warm.scored)
+        ideal = calls * args.latency / args.concurrency
+        print(f"{args.windows} windows x {args.agents} agents, judge latency {args.latency * 1000:.0f} ms")
+        print(f"outcome judge (no calls)   : {outcome_wall:7.2f} s  (load, split, store)")
+        print(
+            f"RULER cold cache           : {cold_wall:7.2f} s  for {calls} calls "
+            f"(server saw {requests}, peak {peak} in flight)"
+        )
+        print(
+            f"ideal calls x latency / concurrency : {ideal:7.2f} s  "
+            f"({calls} x {args.latency:.3f} s / {args.concurrency}); cold is {cold_wall / ideal:.2f}x ideal"
+        )
+        print(f"RULER warm cache (re-run)  : {warm_wall:7.2f} s  ({warm_calls} calls, {cached} answers from cache)")
+        if warm_calls or requests != calls:
+            raise SystemExit("the warm re-run reached the judge: the cache is broken")
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+if __name__ == "__main__":
+    main()
