@@ -6,7 +6,9 @@ a window stopped by the blocking agent check is skipped with its reason, which i
 """
 
 import asyncio
+import json
 import os
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -18,12 +20,14 @@ from babylon_assets.db.migrate import require_migrated
 from babylon_assets.errors import BabylonError
 from babylon_assets.instance import instance_environment, prepare_instance
 from babylon_assets.partitions import HOUR, eligible_windows_between, hour_floor, latest_completed_window
+from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.config import WindowConfig
 from babylon_assets.trajectories.models import WindowCandidate, window_key
-from babylon_assets.training.config import TrainingConfig
 
 MetadataNumber = int | float
+# Every event still goes to the instance (and the UI); the terminal gets warnings and this command's lines.
+QUIET_CONSOLE: dict[str, dict[str, dict[str, str]]] = {"console": {"config": {"log_level": "WARNING"}}}
 WindowStatus = Literal["scored", "skipped", "failed"]
 
 
@@ -40,22 +44,72 @@ class WindowOutcome(BaseModel):
     numbers: dict[str, MetadataNumber]
 
 
+class CheckpointSummary(BaseModel):
+    """What trained_checkpoint reported, as text for the summary."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    step: str
+    steps_done: str
+    checkpoint: str
+    windows: list[str]
+    trajectories: str
+    held_out_windows: str
+    wandb_run: str
+
+
 class TrainReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     windows: list[WindowOutcome]
-    checkpoint: dict[str, MetadataNumber | str]
+    checkpoint: CheckpointSummary
+
+
+def metadata_of(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, dg.MetadataValue]]:
+    """Each materialized asset's metadata in the run, by asset name."""
+    return {
+        event.materialization.asset_key.to_user_string(): dict(event.materialization.metadata)
+        for event in result.get_asset_materialization_events()
+    }
 
 
 def numbers_of(result: dg.ExecuteInProcessResult) -> dict[str, MetadataNumber]:
     """The numeric metadata of every materialization in the run, as `asset.key`."""
-    numbers: dict[str, MetadataNumber] = {}
-    for event in result.get_asset_materialization_events():
-        materialization = event.materialization
-        for key, value in materialization.metadata.items():
-            if isinstance(value, dg.IntMetadataValue | dg.FloatMetadataValue) and value.value is not None:
-                numbers[f"{materialization.asset_key.to_user_string()}.{key}"] = value.value
-    return numbers
+    return {
+        f"{asset}.{key}": value.value
+        for asset, metadata in metadata_of(result).items()
+        for key, value in metadata.items()
+        if isinstance(value, dg.IntMetadataValue | dg.FloatMetadataValue) and value.value is not None
+    }
+
+
+def metadata_text(metadata: dict[str, dg.MetadataValue], key: str) -> str:
+    value = metadata.get(key)
+    if value is None:
+        raise TrainingFailedError(f"trained_checkpoint reported no {key!r}; this command and the asset disagree")
+    if isinstance(value, dg.JsonMetadataValue):
+        return json.dumps(value.data)
+    return str(value.value)
+
+
+def checkpoint_summary(result: dg.ExecuteInProcessResult) -> CheckpointSummary:
+    metadata = metadata_of(result).get("trained_checkpoint")
+    if metadata is None:
+        raise TrainingFailedError(f"the training run {result.run_id} succeeded but materialized no checkpoint")
+    windows = metadata.get("windows")
+    if not (isinstance(windows, dg.JsonMetadataValue) and isinstance(windows.data, list)):
+        raise TrainingFailedError("trained_checkpoint reported no list of windows; this command and the asset disagree")
+    return CheckpointSummary(
+        model=metadata_text(metadata, "model"),
+        step=metadata_text(metadata, "step"),
+        steps_done=metadata_text(metadata, "steps_done"),
+        checkpoint=metadata_text(metadata, "checkpoint"),
+        windows=[str(key) for key in windows.data],
+        trajectories=metadata_text(metadata, "trajectories_used"),
+        held_out_windows=metadata_text(metadata, "held_out_windows"),
+        wandb_run=metadata_text(metadata, "wandb_run"),
+    )
 
 
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
@@ -86,6 +140,10 @@ def window_outcome(window: str, result: dg.ExecuteInProcessResult) -> WindowOutc
     return WindowOutcome(window=window, status="failed", reason=failure_reason(result), numbers=numbers)
 
 
+def _because(reason: str | None) -> str:
+    return f": {reason}" if reason else ""
+
+
 async def _discover(url: str, config: WindowConfig, now: datetime) -> list[WindowCandidate]:
     until = latest_completed_window(now, config.settle_minutes)
     after = hour_floor(now) - timedelta(hours=config.lookback_hours) - HOUR
@@ -111,6 +169,7 @@ def train(window_config: WindowConfig, training_config: TrainingConfig) -> Train
             f"agents with {window_config.min_actions}+ actions; run `babylon simulate` or `babylon verify`"
         )
     keys = [window_key(candidate.window_id) for candidate in candidates]
+    print(f"babylon train: {len(keys)} eligible window(s) {keys[0]} .. {keys[-1]}", file=sys.stderr)
     window_job = defs.resolve_job_def("window_chain_job")
     training_job = defs.resolve_job_def("training_job")
     outcomes: list[WindowOutcome] = []
@@ -120,11 +179,13 @@ def train(window_config: WindowConfig, training_config: TrainingConfig) -> Train
             result = window_job.execute_in_process(
                 partition_key=key,
                 instance=instance,
-                run_config=dg.RunConfig(ops={"validated_windows": window_config}),
+                run_config=dg.RunConfig(ops={"validated_windows": window_config}, loggers=QUIET_CONSOLE),
                 tags={"babylon/command": "train"},
                 raise_on_error=False,
             )
-            outcomes.append(window_outcome(key, result))
+            outcome = window_outcome(key, result)
+            outcomes.append(outcome)
+            print(f"babylon train: window {key} {outcome.status}{_because(outcome.reason)}", file=sys.stderr)
         failed = [outcome for outcome in outcomes if outcome.status == "failed"]
         if failed:
             names = "; ".join(f"{outcome.window} ({outcome.reason})" for outcome in failed)
@@ -135,31 +196,37 @@ def train(window_config: WindowConfig, training_config: TrainingConfig) -> Train
         if not any(outcome.status == "scored" for outcome in outcomes):
             reasons = "; ".join(f"{outcome.window}: {outcome.reason}" for outcome in outcomes)
             raise TrainingFailedError(f"every window was stopped by the agent check, nothing to train on: {reasons}")
+        print(f"babylon train: training {training_config.iterations} iteration(s)", file=sys.stderr)
         result = training_job.execute_in_process(
             instance=instance,
-            run_config=dg.RunConfig(ops={"trained_checkpoint": training_config}),
+            run_config=dg.RunConfig(ops={"trained_checkpoint": training_config}, loggers=QUIET_CONSOLE),
             tags={"babylon/command": "train"},
             raise_on_error=False,
         )
         if not result.success:
             raise TrainingFailedError(f"training failed: {failure_reason(result)}")
-    return TrainReport(windows=outcomes, checkpoint=dict(numbers_of(result)))
+    return TrainReport(windows=outcomes, checkpoint=checkpoint_summary(result))
 
 
 def render_report(report: TrainReport) -> str:
-    """One summary a person reads: windows, trajectories, rejections, judge calls, step, checkpoint."""
-    scored = [outcome for outcome in report.windows if outcome.status == "scored"]
+    """One summary a person reads: windows, trajectories, rejections, judge calls, step, checkpoint, lineage."""
+    scored = [outcome.window for outcome in report.windows if outcome.status == "scored"]
     skipped = [outcome for outcome in report.windows if outcome.status == "skipped"]
 
     def total(key: str) -> int:
         return int(sum(outcome.numbers.get(key, 0) for outcome in report.windows))
 
+    checkpoint = report.checkpoint
     lines = [
         f"windows:      {len(scored)} scored, {len(skipped)} skipped of {len(report.windows)} eligible",
-        f"trajectories: {total('validated_windows.accepted')} accepted, "
-        f"{total('validated_windows.rejected')} rejected",
-        f"judge calls:  {total('scored_groups.judge_calls')}",
+        *(f"  skipped {outcome.window}: {outcome.reason}" for outcome in skipped),
+        f"trajectories: {total('validated_windows.accepted')} accepted, {total('validated_windows.rejected')} rejected",
+        f"judge calls:  {total('scored_groups.calls_made')} made, {total('scored_groups.calls_cached')} cached",
+        f"step:         {checkpoint.step} ({checkpoint.steps_done} new) of model {checkpoint.model}",
+        f"checkpoint:   {checkpoint.checkpoint}",
+        f"lineage:      {len(checkpoint.windows)} window(s) {', '.join(checkpoint.windows)} -> "
+        f"{checkpoint.trajectories} trajectories -> step {checkpoint.step} "
+        f"({checkpoint.held_out_windows} window(s) held out for evaluation)",
+        f"W&B run:      {checkpoint.wandb_run}",
     ]
-    lines.extend(f"  skipped {outcome.window}: {outcome.reason}" for outcome in skipped)
-    lines.extend(f"{key}: {value}" for key, value in report.checkpoint.items())
     return "\n".join(lines)
