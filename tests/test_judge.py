@@ -47,7 +47,7 @@ async def conn(database_url: str) -> AsyncIterator[AsyncConn]:
         yield connection
 
 
-def ruler_judge(server: JudgeServer, **overrides: float | int) -> RulerJudge:
+def ruler_judge(server: JudgeServer, **overrides: float | int | str) -> RulerJudge:
     settings = RulerSettings(
         judge_model="openai/test-judge",
         api_base=server.api_base,
@@ -168,6 +168,24 @@ async def test_rescoring_a_window_is_served_from_the_cache_without_any_judge_cal
     assert second.scores == first.scores
     cursor = await conn.execute("SELECT count(*), sum(prompt_tokens) FROM judge_cache")
     assert await cursor.fetchone() == (4, 400)
+
+
+async def test_tokens_and_cost_come_from_litellm_usage_and_prices(
+    database_url: str, conn: AsyncConn, server: JudgeServer
+) -> None:
+    [window_id] = await seeded_windows(database_url, conn)
+
+    # A model LiteLLM has a price for, served by the local judge.
+    scoring = await score_window(conn, ruler_judge(server, judge_model="openai/gpt-4o-mini"), window_id)
+
+    assert (scoring.prompt_tokens, scoring.completion_tokens, scoring.unpriced_calls) == (200, 40, 0)
+    assert scoring.cost_usd > 0
+    cursor = await conn.execute("SELECT sum(cost_usd), sum(prompt_tokens) FROM judge_cache")
+    assert await cursor.fetchone() == (pytest.approx(scoring.cost_usd), 200)
+    cursor = await conn.execute(
+        "SELECT cost_usd, calls_made FROM judge_window_stats WHERE window_id = %s", (window_id,)
+    )
+    assert await cursor.fetchone() == (pytest.approx(scoring.cost_usd), 2)
 
 
 FAILURES = {

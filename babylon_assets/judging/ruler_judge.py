@@ -75,7 +75,6 @@ class _JudgeCall:
         self.cache_key: str | None = None
         self.cached: CachedAnswer | None = None
         self.raw_answer: str | None = None
-        self.requests_sent = 0
         self.stats = CallStats()
 
     async def complete(self, request: dict[str, object]) -> ModelResponse:
@@ -91,7 +90,6 @@ class _JudgeCall:
                 choices=[{"index": 0, "message": {"role": "assistant", "content": self.raw_answer}}],
             )
         async with self.judge.limiter():
-            self.requests_sent += 1
             self.stats = CallStats(calls_made=1)
             response: ModelResponse = await litellm.acompletion(**request)
         choice = response.choices[0] if response.choices else None
