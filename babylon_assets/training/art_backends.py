@@ -1,0 +1,183 @@
+"""ART's LocalBackend (local NVIDIA GPU) and ServerlessBackend (W&B Training) behind TrainerBackend.
+
+Requirements are checked when the trainer is built, so a missing GPU, backend extra or API key is a
+ConfigurationError before any work starts, never a silent switch to another backend. ART keeps the
+weights itself (its checkpoint folder, or a W&B artifact), so these backends cannot measure the
+held-out log-likelihood margin here: `eval_margin` returns None and the margin stays unrecorded.
+"""
+
+import asyncio
+import importlib.util
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from pydantic import JsonValue
+
+from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.training.hf_policy import TINY
+from babylon_assets.training.types import CheckpointRef, MarginPair, PolicySpec, ScoredGroup, StepOutcome
+from babylon_assets.trajectories.models import window_key
+
+if TYPE_CHECKING:
+    # `import art` takes seconds; only the ART backends import it, when they are used.
+    import art
+
+WANDB_API_KEY_ENV = "WANDB_API_KEY"
+LOCAL_EXTRA_MODULES = ("unsloth", "vllm")
+# ART's metric names for what our torch trainer calls train/loss and train/grad_norm.
+_ART_METRIC_NAMES = {"loss/train": "train/loss", "loss/grad_norm": "train/grad_norm"}
+
+
+def to_art_groups(groups: Sequence[ScoredGroup]) -> list["art.TrajectoryGroup"]:
+    """art.TrajectoryGroup per group, each built from art.Trajectory items.
+
+    Built item by item: in ART 0.5.18 `TrajectoryGroup.model_validate(dump)` silently returns an
+    empty group.
+    """
+    import art
+
+    return [
+        art.TrajectoryGroup(
+            [
+                art.Trajectory(
+                    messages_and_choices=[message.model_dump() for message in trajectory.messages],
+                    reward=trajectory.score,
+                    metadata={
+                        "trajectory_id": trajectory.trajectory_id,
+                        "window": window_key(trajectory.window_id),
+                        "judge": f"{trajectory.judge}@{trajectory.rubric_version}",
+                    },
+                )
+                for trajectory in group.trajectories
+            ]
+        )
+        for group in groups
+    ]
+
+
+def _art_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {_ART_METRIC_NAMES.get(key, f"art/{key}"): float(value) for key, value in metrics.items()}
+
+
+class ArtTrainer(ABC):
+    """Shared driving of an ART backend: one event loop, one registered TrainableModel."""
+
+    def __init__(self, policy: PolicySpec) -> None:
+        if policy.base_model == TINY:
+            raise ConfigurationError(
+                f"backend {policy.backend!r} trains a real Hugging Face model; set base_model to its id "
+                "(e.g. Qwen/Qwen2.5-0.5B-Instruct), 'tiny' exists only for the torch backend"
+            )
+        self._policy = policy
+        self._loop = asyncio.new_event_loop()
+        self._backend: art.Backend | None = None
+        self._model: art.TrainableModel[None] | None = None
+
+    @property
+    def policy(self) -> PolicySpec:
+        return self._policy
+
+    def settings(self) -> dict[str, JsonValue]:
+        return {"backend": self._policy.backend}
+
+    @abstractmethod
+    def _make_backend(self) -> "art.Backend": ...
+
+    def _train_options(self) -> dict[str, JsonValue]:
+        return {}
+
+    @abstractmethod
+    def _location(self, result: "art.TrainResult") -> str: ...
+
+    def resume(self, checkpoint: CheckpointRef | None) -> None:
+        """ART resumes from its own latest checkpoint of the model (its folder or W&B)."""
+        import art
+
+        self._backend = self._make_backend()
+        self._model = art.TrainableModel(
+            name=self._policy.name, project=self._policy.project, base_model=self._policy.base_model
+        )
+        self._loop.run_until_complete(self._model.register(self._backend))
+
+    def train_step(self, groups: Sequence[ScoredGroup], *, step: int, learning_rate: float, seed: int) -> StepOutcome:
+        if self._backend is None or self._model is None:
+            raise BabylonError("resume() must be called before train_step()")
+        result = self._loop.run_until_complete(
+            self._backend.train(
+                self._model, to_art_groups(groups), learning_rate=learning_rate, **self._train_options()
+            )
+        )
+        return StepOutcome(
+            step=result.step,
+            metrics=_art_metrics(result.metrics),
+            checkpoint=CheckpointRef(backend=self._policy.backend, step=result.step, location=self._location(result)),
+        )
+
+    def eval_margin(self, pairs: Sequence[MarginPair]) -> float | None:
+        return None
+
+    def close(self) -> None:
+        close = getattr(self._backend, "close", None)
+        if close is not None:
+            self._loop.run_until_complete(close())
+        self._loop.close()
+
+
+class ArtLocalTrainer(ArtTrainer):
+    def __init__(self, policy: PolicySpec, *, art_path: str) -> None:
+        self._art_path = art_path
+        if not torch.cuda.is_available():
+            raise ConfigurationError(
+                "backend 'art-local' trains on a local NVIDIA GPU, but torch sees none "
+                "(torch.cuda.is_available() is False); use backend 'torch' on this machine, "
+                f"or 'art-serverless' with {WANDB_API_KEY_ENV}"
+            )
+        missing = [name for name in LOCAL_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ConfigurationError(
+                f"backend 'art-local' needs ART's backend extra ({', '.join(missing)} not installed); "
+                "install it with: pip install 'openpipe-art[backend]==0.5.18'"
+            )
+        super().__init__(policy)
+
+    def settings(self) -> dict[str, JsonValue]:
+        return {"backend": "art-local", "art_path": self._art_path, **self._train_options()}
+
+    def _make_backend(self) -> "art.Backend":
+        from art.local import LocalBackend
+
+        return LocalBackend(path=self._art_path)
+
+    def _train_options(self) -> dict[str, JsonValue]:
+        # Recorded assistant turns carry no logprobs; ART then takes rho = 1 (token-weighted REINFORCE).
+        return {"allow_training_without_logprobs": True}
+
+    def _location(self, result: "art.TrainResult") -> str:
+        path = getattr(result, "checkpoint_path", None)
+        if not isinstance(path, str):
+            raise BabylonError("ART's LocalBackend saved no checkpoint for this step; check its log under art_path")
+        return path
+
+
+class ArtServerlessTrainer(ArtTrainer):
+    def __init__(self, policy: PolicySpec) -> None:
+        if not os.environ.get(WANDB_API_KEY_ENV, "").strip():
+            raise ConfigurationError(
+                f"backend 'art-serverless' trains on W&B Training and needs {WANDB_API_KEY_ENV}; "
+                "set it (https://wandb.ai/authorize) or use backend 'torch'"
+            )
+        super().__init__(policy)
+
+    def _make_backend(self) -> "art.Backend":
+        import art
+
+        return art.ServerlessBackend(api_key=os.environ[WANDB_API_KEY_ENV].strip())
+
+    def _location(self, result: "art.TrainResult") -> str:
+        name = getattr(result, "artifact_name", None)
+        if not isinstance(name, str):
+            raise BabylonError("ART's ServerlessBackend returned no checkpoint artifact for this step")
+        return name

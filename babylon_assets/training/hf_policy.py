@@ -1,0 +1,160 @@
+"""Hugging Face causal LMs for the torch trainer: local folders only, or a tiny model built here.
+
+Nothing is downloaded: `tiny` is a 2-layer Llama with a byte-level tokenizer built from code and
+saved once under babylon_home()/models, so every later load is an ordinary local `from_pretrained`.
+"""
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    masking_utils,
+)
+
+from babylon_assets.errors import ConfigurationError
+from babylon_assets.training.files import write_folder_atomically
+from babylon_assets.training.grpo import EncodedChat
+from babylon_assets.trajectories.messages import ChatMessage
+
+TINY = "tiny"
+# Bump when the tiny recipe changes, so a stale saved copy is never mistaken for the new one.
+TINY_VERSION = "tiny-llama-v1"
+TINY_SEED = 0
+TINY_SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+TINY_CHAT_TEMPLATE = "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
+# Private-use code points: they stand in for message contents while the chat template renders.
+_PLACEHOLDER = "\ue000{}\ue001"
+_PLACEHOLDER_PATTERN = re.compile("\ue000(\\d+)\ue001")
+
+
+def undo_art_mask_patch() -> None:
+    """Put back transformers' own `masking_utils._preprocess_mask_arguments`.
+
+    `import art` (0.5.18) replaces it with a wrapper written for the older signature that still took
+    `cache_position`; with transformers 5 every forward pass of any model then raises TypeError. The
+    judge imports art in the same process, so the trainer undoes the patch before it runs a model.
+    """
+    patched = masking_utils._preprocess_mask_arguments
+    if getattr(patched, "__module__", "") == "art.transformers.patches":
+        from art.transformers import patches
+
+        masking_utils._preprocess_mask_arguments = patches._preprocess_mask_arguments
+
+
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level tokenizer (one token per byte, no merges) plus the chat special tokens."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokenizer = Tokenizer(models.BPE(vocab={symbol: index for index, symbol in enumerate(alphabet)}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(TINY_SPECIAL_TOKENS)
+    # transformers 5 leaves the fast tokenizer's __init__ unannotated.
+    wrapped = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tokenizer, pad_token="<|pad|>", eos_token="<|end|>"
+    )
+    wrapped.chat_template = TINY_CHAT_TEMPLATE
+    return wrapped
+
+
+def build_tiny_model(tokenizer: PreTrainedTokenizerBase, max_positions: int = 4096) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(TINY_SEED)
+    return LlamaForCausalLM(config)
+
+
+def resolve_base_model(base_model: str, models_root: Path) -> Path:
+    """The local folder of the base model; `tiny` is built and saved there on first use."""
+    if base_model == TINY:
+        folder = models_root / TINY_VERSION
+        if not (folder / "config.json").exists():
+
+            def write(temporary: Path) -> None:
+                tokenizer = build_tiny_tokenizer()
+                build_tiny_model(tokenizer).save_pretrained(temporary)
+                tokenizer.save_pretrained(temporary)
+
+            write_folder_atomically(folder, write)
+        return folder
+    folder = Path(base_model).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ConfigurationError(
+            f"base model {base_model!r} is not a local folder with a config.json; models are never downloaded "
+            "at run time: download it beforehand (e.g. `hf download <id> --local-dir <folder>`) and set "
+            "base_model to that folder, or use base_model='tiny'"
+        )
+    return folder.resolve()
+
+
+def load_tokenizer(base_path: Path) -> PreTrainedTokenizerBase:
+    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(base_path, local_files_only=True)
+    if not isinstance(tokenizer.chat_template, str):
+        raise ConfigurationError(
+            f"the tokenizer in {base_path} has no chat template; the trainer needs one to find assistant tokens"
+        )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(base_path: Path) -> PreTrainedModel:
+    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(base_path, local_files_only=True, dtype=torch.float32)
+    return model
+
+
+def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatMessage], max_seq_len: int) -> EncodedChat:
+    """Token ids of the conversation in the tokenizer's chat template, with assistant contents marked.
+
+    The template is rendered with placeholders; template text and each content are then tokenized
+    separately, so the mask covers exactly the assistant contents (as ART marks them) and text in a
+    message can never be read as a special token. Longer conversations keep their first
+    `max_seq_len` tokens.
+    """
+    rendered = tokenizer.apply_chat_template(
+        [{"role": message.role, "content": _PLACEHOLDER.format(index)} for index, message in enumerate(messages)],
+        tokenize=False,
+    )
+    if not isinstance(rendered, str):
+        raise ConfigurationError("the chat template did not render to text")
+    pieces = _PLACEHOLDER_PATTERN.split(rendered)
+    order = [int(index) for index in pieces[1::2]]
+    if order != list(range(len(messages))):
+        raise ConfigurationError(
+            "the tokenizer's chat template drops, repeats or reorders message contents; "
+            "the trainer cannot locate assistant tokens with it"
+        )
+    token_ids: list[int] = []
+    mask: list[bool] = []
+    for position, piece in enumerate(pieces):
+        if position % 2 == 0:
+            ids: list[int] = tokenizer.encode(piece, add_special_tokens=False) if piece else []
+            trainable = False
+        else:
+            message = messages[int(piece)]
+            ids = tokenizer(message.content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            trainable = message.role == "assistant"
+        token_ids.extend(ids)
+        mask.extend([trainable] * len(ids))
+    truncated = len(token_ids) > max_seq_len
+    return EncodedChat(token_ids=token_ids[:max_seq_len], assistant_mask=mask[:max_seq_len], truncated=truncated)

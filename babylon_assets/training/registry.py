@@ -1,0 +1,172 @@
+"""The policy's registered checkpoints in PostgreSQL: a checkpoint exists for the platform only once
+`register_checkpoint` committed it together with all of its lineage."""
+
+from collections.abc import Sequence
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from pydantic import JsonValue
+
+from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.training.types import (
+    BestCheckpoint,
+    CheckpointRef,
+    PolicySpec,
+    RegisteredCheckpoint,
+    ScoredGroup,
+    StepOutcome,
+)
+
+Conn = psycopg.Connection[TupleRow]
+
+
+class TrainingInProgressError(BabylonError):
+    """Another process is training the same model."""
+
+
+def lock_key(model_name: str) -> str:
+    return f"babylon-train:{model_name}"
+
+
+def try_lock_model(conn: Conn, model_name: str) -> None:
+    """Session-level advisory lock on an autocommit connection: one trainer per model at a time."""
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_key(model_name),)).fetchone()
+    if row is None or not row[0]:
+        raise TrainingInProgressError(
+            f"model {model_name!r} is being trained by another run right now; wait for it to finish"
+        )
+
+
+def ensure_policy_model(conn: Conn, policy: PolicySpec) -> None:
+    """Create the model on first use; refuse a different base model, project or backend for the same name."""
+    conn.execute(
+        "INSERT INTO policy_models (name, base_model, project, backend) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (name) DO NOTHING",
+        (policy.name, policy.base_model, policy.project, policy.backend),
+    )
+    row = conn.execute(
+        "SELECT base_model, project, backend FROM policy_models WHERE name = %s", (policy.name,)
+    ).fetchone()
+    if row is None:
+        raise BabylonError(f"model {policy.name!r} vanished while it was being created; run again")
+    stored = (row[0], row[1], row[2])
+    wanted = (policy.base_model, policy.project, policy.backend)
+    if stored != wanted:
+        raise ConfigurationError(
+            f"model {policy.name!r} was created with base_model={stored[0]!r}, project={stored[1]!r}, "
+            f"backend={stored[2]!r}, but the trainer is configured with base_model={wanted[0]!r}, "
+            f"project={wanted[1]!r}, backend={wanted[2]!r}; restore that configuration or choose a new model_name"
+        )
+
+
+def latest_checkpoint(conn: Conn, model_name: str) -> RegisteredCheckpoint | None:
+    row = conn.execute(
+        "SELECT id, step, backend, location, eval_margin_after FROM policy_checkpoints "
+        "WHERE model_name = %s ORDER BY step DESC LIMIT 1",
+        (model_name,),
+    ).fetchone()
+    if row is None:
+        return None
+    return RegisteredCheckpoint(
+        id=row[0], model_name=model_name, step=row[1], backend=row[2], location=row[3], eval_margin_after=row[4]
+    )
+
+
+def checkpoint_ref(checkpoint: RegisteredCheckpoint) -> CheckpointRef:
+    return CheckpointRef(backend=checkpoint.backend, step=checkpoint.step, location=checkpoint.location)
+
+
+def best_checkpoint(conn: Conn, model_name: str) -> BestCheckpoint | None:
+    row = conn.execute(
+        "SELECT c.id, c.step, c.location, b.eval_margin FROM best_checkpoints AS b "
+        "JOIN policy_checkpoints AS c ON c.id = b.checkpoint_id WHERE b.model_name = %s",
+        (model_name,),
+    ).fetchone()
+    if row is None:
+        return None
+    return BestCheckpoint(id=row[0], step=row[1], location=row[2], eval_margin=row[3])
+
+
+def register_checkpoint(
+    conn: Conn,
+    *,
+    policy: PolicySpec,
+    outcome: StepOutcome,
+    groups: Sequence[ScoredGroup],
+    config: dict[str, JsonValue],
+    eval_margin_before: float | None,
+    eval_margin_after: float | None,
+    eval_windows: int,
+    wandb_run_id: str | None,
+    wandb_artifact: str | None,
+) -> int:
+    """Register a complete checkpoint with its lineage in one transaction; return its id.
+
+    Also marks the trajectories used and moves the `best` pointer when this checkpoint's held-out
+    margin beats the current best. `conn` must be in autocommit mode so that the transaction below is
+    a real BEGIN/COMMIT rather than a savepoint inside an open transaction.
+    """
+    if not conn.autocommit:
+        raise BabylonError("register_checkpoint needs an autocommit connection (its transaction must commit)")
+    trajectories = [trajectory for group in groups for trajectory in group.trajectories]
+    windows = sorted({group.window_id for group in groups})
+    versions = sorted({f"{t.judge}@{t.rubric_version}" for t in trajectories})
+    batch = f"{policy.name}/step-{outcome.step}"
+    with conn.transaction():
+        row = conn.execute(
+            """
+            INSERT INTO policy_checkpoints (
+                model_name, step, backend, location, score_versions, config, metrics,
+                eval_margin_before, eval_margin_after, eval_windows, wandb_run_id, wandb_artifact
+            ) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            RETURNING id
+            """,
+            (
+                policy.name,
+                outcome.step,
+                outcome.checkpoint.backend,
+                outcome.checkpoint.location,
+                versions,
+                Jsonb(config),
+                Jsonb(outcome.metrics),
+                eval_margin_before,
+                eval_margin_after,
+                eval_windows,
+                wandb_run_id,
+                wandb_artifact,
+            ),
+        ).fetchone()
+        if row is None:
+            raise BabylonError(f"registering {batch} returned no id")
+        checkpoint_id: int = row[0]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO checkpoint_windows (checkpoint_id, window_id) VALUES (%s, %s)",
+                [(checkpoint_id, window_id) for window_id in windows],
+            )
+            cur.executemany(
+                "INSERT INTO checkpoint_trajectories "
+                "(checkpoint_id, trajectory_id, window_id, group_index, score, judge, rubric_version) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (checkpoint_id, t.trajectory_id, t.window_id, t.group_index, t.score, t.judge, t.rubric_version)
+                    for t in trajectories
+                ],
+            )
+        conn.execute(
+            "UPDATE trajectories SET used_in_training = true, trained_in_batch = %s "
+            "WHERE id IN (SELECT row_id FROM trajectory_validations WHERE accepted AND trajectory_id = ANY(%s))",
+            (batch, [t.trajectory_id for t in trajectories]),
+        )
+        if eval_margin_after is not None:
+            conn.execute(
+                """
+                INSERT INTO best_checkpoints (model_name, checkpoint_id, eval_margin) VALUES (%s, %s, %s)
+                ON CONFLICT (model_name) DO UPDATE
+                SET checkpoint_id = EXCLUDED.checkpoint_id, eval_margin = EXCLUDED.eval_margin, updated_at = now()
+                WHERE best_checkpoints.eval_margin < EXCLUDED.eval_margin
+                """,
+                (policy.name, checkpoint_id, eval_margin_after),
+            )
+    return checkpoint_id

@@ -1,0 +1,244 @@
+"""Our own trainer: ART's group-relative math (see grpo.py) on any local causal LM, CPU or GPU."""
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.training.files import write_folder_atomically
+from babylon_assets.training.grpo import (
+    EncodedChat,
+    batch_tensors,
+    group_advantages,
+    normalize_items,
+    pack_batches,
+    policy_loss,
+    token_logprobs,
+)
+from babylon_assets.training.hf_policy import (
+    encode_chat,
+    load_base_model,
+    load_tokenizer,
+    resolve_base_model,
+    undo_art_mask_patch,
+)
+from babylon_assets.training.types import CheckpointRef, MarginPair, PolicySpec, ScoredGroup, StepOutcome
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+MODEL_FOLDER = "model"
+
+
+class TorchSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    lora: bool = False
+    lora_rank: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    max_seq_len: int = Field(default=2048, ge=8)
+    max_grad_norm: float = Field(default=0.1, gt=0)
+    # ART's unsloth RL step sets AdamW weight decay to 0.1.
+    weight_decay: float = Field(default=0.1, ge=0)
+    tokens_per_batch: int = Field(default=8192, ge=8)
+
+
+class TrainerState(BaseModel):
+    """Saved next to the weights so a checkpoint says what it is."""
+
+    step: int
+    base_model: str
+    lora: bool
+
+
+def checkpoint_folder(checkpoint_root: Path, model_name: str, step: int) -> Path:
+    return checkpoint_root / model_name / f"step-{step}"
+
+
+class TorchTrainer:
+    def __init__(
+        self, policy: PolicySpec, settings: TorchSettings, *, checkpoint_root: Path, models_root: Path
+    ) -> None:
+        if policy.backend != "torch":
+            raise ConfigurationError(f"TorchTrainer got a policy for backend {policy.backend!r}")
+        if settings.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigurationError(
+                "trainer device 'cuda' was requested but torch sees no CUDA GPU; set device='cpu' "
+                "(BABYLON_TRAINER_DEVICE=cpu) or run on a machine with an NVIDIA GPU"
+            )
+        self._policy = policy
+        self._settings = settings
+        self._checkpoint_root = checkpoint_root
+        self._base_path = resolve_base_model(policy.base_model, models_root)
+        self._device = torch.device(settings.device)
+        self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(self._base_path)
+        self.model: torch.nn.Module = self._fresh_model()
+        self._optimizer = self._new_optimizer()
+
+    @property
+    def policy(self) -> PolicySpec:
+        return self._policy
+
+    def settings(self) -> dict[str, JsonValue]:
+        return {"backend": "torch", "base_path": str(self._base_path), **self._settings.model_dump()}
+
+    def _on_device(self, module: torch.nn.Module) -> torch.nn.Module:
+        # Typed as a plain Module: transformers annotates PreTrainedModel.to with its own decorator.
+        return module.to(self._device)
+
+    def _fresh_model(self) -> torch.nn.Module:
+        base = load_base_model(self._base_path)
+        if self._settings.lora:
+            lora = LoraConfig(
+                r=self._settings.lora_rank,
+                lora_alpha=self._settings.lora_alpha,
+                target_modules="all-linear",
+                lora_dropout=0.0,
+                task_type="CAUSAL_LM",
+            )
+            peft_model: torch.nn.Module = get_peft_model(base, lora)
+            return self._on_device(peft_model)
+        return self._on_device(base)
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+
+    def _new_optimizer(self) -> torch.optim.AdamW:
+        return torch.optim.AdamW(self._trainable(), lr=0.0, weight_decay=self._settings.weight_decay)
+
+    def resume(self, checkpoint: CheckpointRef | None) -> None:
+        if checkpoint is None:
+            self.model = self._fresh_model()
+            self._optimizer = self._new_optimizer()
+            return
+        folder = Path(checkpoint.location)
+        state = TrainerState.model_validate_json((folder / STATE_FILE).read_text())
+        if state.lora != self._settings.lora:
+            raise ConfigurationError(
+                f"checkpoint {folder} was trained with lora={state.lora} but the trainer is configured with "
+                f"lora={self._settings.lora}; keep the setting or train a new model_name"
+            )
+        if self._settings.lora:
+            base = load_base_model(self._base_path)
+            adapted: torch.nn.Module = PeftModel.from_pretrained(base, folder / MODEL_FOLDER, is_trainable=True)
+            self.model = self._on_device(adapted)
+        else:
+            self.model = self._on_device(load_base_model(folder / MODEL_FOLDER))
+        self._optimizer = self._new_optimizer()
+        self._optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=self._device))
+
+    def train_step(self, groups: Sequence[ScoredGroup], *, step: int, learning_rate: float, seed: int) -> StepOutcome:
+        started = time.perf_counter()
+        undo_art_mask_patch()
+        candidates: list[tuple[str, EncodedChat, float]] = []
+        trainable_groups = 0
+        for group in groups:
+            advantages = group_advantages([trajectory.score for trajectory in group.trajectories])
+            trainable_groups += any(advantage != 0 for advantage in advantages)
+            for trajectory, advantage in zip(group.trajectories, advantages, strict=True):
+                chat = encode_chat(self.tokenizer, trajectory.messages, self._settings.max_seq_len)
+                candidates.append((trajectory.trajectory_id, chat, advantage))
+        items = normalize_items(candidates)
+        # ART shuffles what it packs; a seeded shuffle keeps runs reproducible.
+        random.Random(f"{seed}:{step}").shuffle(items)
+        for group_param in self._optimizer.param_groups:
+            group_param["lr"] = learning_rate
+
+        losses: list[float] = []
+        grad_norms: list[float] = []
+        self.model.train()
+        for batch in pack_batches(items, self._settings.tokens_per_batch):
+            tensors = batch_tensors(batch, self._pad_token_id())
+            logits = self.model(
+                input_ids=tensors.token_ids.to(self._device),
+                attention_mask=tensors.attention_mask.to(self._device),
+            ).logits
+            new_logprobs = token_logprobs(logits, tensors.token_ids.to(self._device))
+            loss = policy_loss(
+                new_logprobs,
+                tensors.advantages.to(self._device),
+                tensors.weights.to(self._device),
+                tensors.mask.to(self._device),
+            )
+            self._optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable(), self._settings.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                raise BabylonError(
+                    f"step {step}: the gradient norm is {grad_norm.item()}; lower learning_rate or max_seq_len"
+                )
+            self._optimizer.step()
+            losses.append(loss.item())
+            grad_norms.append(grad_norm.item())
+
+        location = self._save(step)
+        metrics: dict[str, float] = {
+            "train/num_groups": float(len(groups)),
+            "train/num_trainable_groups": float(trainable_groups),
+            "train/num_trajectories": float(len(candidates)),
+            "train/num_trained_trajectories": float(len(items)),
+            "train/num_tokens": float(sum(len(chat.token_ids) for _, chat, _ in candidates)),
+            "train/num_trainable_tokens": float(sum(item.chat.trainable_tokens for item in items)),
+            "train/truncated_trajectories": float(sum(chat.truncated for _, chat, _ in candidates)),
+            "train/max_seq_len": float(self._settings.max_seq_len),
+            "train/optimizer_steps": float(len(losses)),
+            "train/learning_rate": learning_rate,
+        }
+        if losses:
+            metrics["train/loss"] = sum(losses) / len(losses)
+            metrics["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
+        metrics["train/step_time"] = time.perf_counter() - started
+        return StepOutcome(
+            step=step,
+            metrics=metrics,
+            checkpoint=CheckpointRef(backend="torch", step=step, location=str(location)),
+        )
+
+    def _pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        if not isinstance(pad, int):
+            raise ConfigurationError("the tokenizer has no pad token id")
+        return pad
+
+    def _save(self, step: int) -> Path:
+        state = TrainerState(step=step, base_model=self._policy.base_model, lora=self._settings.lora)
+
+        def write(folder: Path) -> None:
+            model: PreTrainedModel = self.model  # type: ignore[assignment]
+            model.save_pretrained(folder / MODEL_FOLDER)
+            torch.save(self._optimizer.state_dict(), folder / OPTIMIZER_FILE)
+            (folder / STATE_FILE).write_text(json.dumps(state.model_dump()))
+
+        return write_folder_atomically(checkpoint_folder(self._checkpoint_root, self._policy.name, step), write)
+
+    def mean_assistant_logprob(self, chat: EncodedChat) -> float | None:
+        """Per-token mean log-prob of the assistant tokens; None when truncation left none."""
+        if chat.trainable_tokens == 0:
+            return None
+        undo_art_mask_patch()
+        ids = torch.tensor([chat.token_ids], dtype=torch.long, device=self._device)
+        mask = torch.tensor([chat.assistant_mask], dtype=torch.float32, device=self._device)[:, 1:]
+        self.model.eval()
+        with torch.no_grad():
+            logprobs = token_logprobs(self.model(input_ids=ids).logits, ids)
+        return float((logprobs * mask).sum() / mask.sum())
+
+    def eval_margin(self, pairs: Sequence[MarginPair]) -> float | None:
+        margins: list[float] = []
+        for pair in pairs:
+            top = self.mean_assistant_logprob(encode_chat(self.tokenizer, pair.top, self._settings.max_seq_len))
+            bottom = self.mean_assistant_logprob(encode_chat(self.tokenizer, pair.bottom, self._settings.max_seq_len))
+            if top is not None and bottom is not None:
+                margins.append(top - bottom)
+        return sum(margins) / len(margins) if margins else None
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,191 @@
+"""`train_policy`: one training materialization of the persistent policy.
+
+Resume from the latest registered checkpoint, then for each iteration: select windows (least used
+first), size the batch by dropout, train one step, let the backend write the checkpoint completely,
+measure the held-out margin, and only then register the checkpoint with its lineage. A crash before
+registration leaves nothing registered, so the next run resumes from the last registered step.
+"""
+
+import random
+from collections.abc import Sequence
+from datetime import datetime
+
+from pydantic import JsonValue
+
+from babylon_assets.db.connection import connect
+from babylon_assets.errors import BabylonError
+from babylon_assets.training import data, registry
+from babylon_assets.training.backend import TrainerBackend
+from babylon_assets.training.config import TrainingConfig
+from babylon_assets.training.tracking import ExperimentTracker
+from babylon_assets.training.types import ScoredGroup, ScoredTrajectory, StepRecord, TrainingResult
+from babylon_assets.trajectories.models import window_key
+
+
+class NoTrainableWindowsError(BabylonError):
+    """No scored window qualifies for training; the message says how to produce some."""
+
+
+class TrainingFailedError(BabylonError):
+    """A training step failed; nothing of that step was registered."""
+
+
+def _no_windows_message(config: TrainingConfig, eligible: int, held_out: int) -> str:
+    return (
+        f"{eligible - held_out} scored window(s) can be trained on ({held_out} held out for evaluation), "
+        f"fewer than min_windows={config.min_windows}. A window qualifies when it is scored, started in the "
+        f"last {config.lookback_hours} h and has {config.min_agents}+ distinct agents with {config.min_actions}+ "
+        "actions. Produce some with `babylon simulate` (or record games), then `babylon train` scores them "
+        "(or materialize validated_windows and scored_groups for the windows)"
+    )
+
+
+def _run_config(trainer: TrainerBackend, config: TrainingConfig) -> dict[str, JsonValue]:
+    policy = trainer.policy
+    return {
+        "model": {"name": policy.name, "base_model": policy.base_model, "project": policy.project},
+        "trainer": trainer.settings(),
+        "training": config.model_dump(),
+    }
+
+
+def _groups_for(
+    selected: Sequence[datetime], loaded: dict[datetime, list[ScoredTrajectory]], rate: float, rng: random.Random
+) -> list[ScoredGroup]:
+    groups = data.scored_groups([t for window_id in selected for t in loaded[window_id]])
+    return data.apply_dropout(groups, rate, rng)
+
+
+def train_policy(
+    url: str, trainer: TrainerBackend, tracker: ExperimentTracker, config: TrainingConfig
+) -> TrainingResult:
+    """Add `config.iterations` registered checkpoints to the trainer's policy; see the module docstring."""
+    policy = trainer.policy
+    with connect(url, autocommit=True) as lock_conn:
+        registry.try_lock_model(lock_conn, policy.name)
+        with connect(url, autocommit=True) as conn:
+            with conn.transaction():
+                registry.ensure_policy_model(conn, policy)
+                eligible = data.eligible_windows(conn, config)
+                split = data.assign_splits(conn, eligible, config.held_out_fraction)
+            if len(split.train) < config.min_windows:
+                raise NoTrainableWindowsError(_no_windows_message(config, len(eligible), len(split.held_out)))
+            latest = registry.latest_checkpoint(conn, policy.name)
+            held_out = data.load_scored_trajectories(
+                url, conn, [w.window_id for w in split.held_out], config.min_actions
+            )
+        pairs = data.margin_pairs(held_out)
+        run_config = _run_config(trainer, config)
+        trainer.resume(None if latest is None else registry.checkpoint_ref(latest))
+        margin = trainer.eval_margin(pairs)
+        first_margin = margin
+        previous_step = 0 if latest is None else latest.step
+        run = tracker.start_run(name=f"{policy.name}-from-step-{previous_step}", group=policy.name, config=run_config)
+        loaded: dict[datetime, list[ScoredTrajectory]] = {}
+        records: list[StepRecord] = []
+        used_trajectories: set[str] = set()
+        try:
+            if margin is not None:
+                run.log({"eval/margin": margin}, step=previous_step)
+            for _ in range(config.iterations):
+                step = previous_step + 1
+                with connect(url) as conn:
+                    selected = data.select_windows(conn, policy.name, split.train, config.windows_per_iteration)
+                    missing = [window_id for window_id in selected if window_id not in loaded]
+                    loaded.update(data.load_scored_trajectories(url, conn, missing, config.min_actions))
+                total = sum(len(loaded[window_id]) for window_id in selected)
+                rate = data.dropout_rate(total, config.target_trajectories, config.max_dropout)
+                groups = _groups_for(selected, loaded, rate, random.Random(f"{config.seed}:{step}:dropout"))
+                try:
+                    outcome = trainer.train_step(
+                        groups, step=step, learning_rate=config.learning_rate, seed=config.seed
+                    )
+                except BabylonError:
+                    raise
+                except Exception as error:
+                    raise TrainingFailedError(
+                        f"step {step} of model {policy.name!r} failed ({type(error).__name__}: {error}); "
+                        f"nothing was registered, the next run resumes from step {previous_step}"
+                    ) from error
+                if outcome.step <= previous_step:
+                    raise TrainingFailedError(
+                        f"the {policy.backend} backend reported step {outcome.step}, not after step {previous_step}"
+                    )
+                margin_after = trainer.eval_margin(pairs)
+                trajectories = [t for group in groups for t in group.trajectories]
+                used_trajectories.update(t.trajectory_id for t in trajectories)
+                metrics = {
+                    **outcome.metrics,
+                    "train/reward": sum(t.score for t in trajectories) / len(trajectories),
+                    "train/dropout_rate": rate,
+                    "train/num_windows": float(len(selected)),
+                }
+                if margin_after is not None:
+                    metrics["eval/margin"] = margin_after
+                artifact = f"{policy.name}:step-{outcome.step}"
+                with connect(url, autocommit=True) as conn:
+                    checkpoint_id = registry.register_checkpoint(
+                        conn,
+                        policy=policy,
+                        outcome=outcome.model_copy(update={"metrics": metrics}),
+                        groups=groups,
+                        config=run_config,
+                        eval_margin_before=margin,
+                        eval_margin_after=margin_after,
+                        eval_windows=len(pairs),
+                        wandb_run_id=run.run_id,
+                        wandb_artifact=artifact,
+                    )
+                windows = [window_key(window_id) for window_id in sorted({g.window_id for g in groups})]
+                run.log(metrics, step=outcome.step)
+                run.log_checkpoint(
+                    name=policy.name,
+                    location=outcome.checkpoint.location,
+                    metadata={
+                        "step": outcome.step,
+                        "checkpoint_id": checkpoint_id,
+                        "windows": list(windows),
+                        "trajectories": len(trajectories),
+                        "eval_margin_before": margin,
+                        "eval_margin_after": margin_after,
+                    },
+                )
+                records.append(
+                    StepRecord(
+                        step=outcome.step,
+                        checkpoint_id=checkpoint_id,
+                        location=outcome.checkpoint.location,
+                        windows=windows,
+                        trajectories=len(trajectories),
+                        dropout_rate=rate,
+                        metrics=metrics,
+                        eval_margin_before=margin,
+                        eval_margin_after=margin_after,
+                    )
+                )
+                previous_step, margin = outcome.step, margin_after
+        except BaseException:
+            run.finish(failed=True)
+            raise
+        finally:
+            trainer.close()
+        run.finish(failed=False)
+        with connect(url) as conn:
+            best = registry.best_checkpoint(conn, policy.name)
+    return TrainingResult(
+        model_name=policy.name,
+        backend=policy.backend,
+        steps_done=len(records),
+        first_step=records[0].step,
+        last_step=records[-1].step,
+        windows_used=sorted({key for record in records for key in record.windows}),
+        trajectories_used=len(used_trajectories),
+        held_out_windows=[window_key(w.window_id) for w in split.held_out],
+        checkpoint_path=records[-1].location,
+        steps=records,
+        eval_margin_before=first_margin,
+        eval_margin_after=records[-1].eval_margin_after,
+        best_checkpoint=best,
+        wandb_run_path=run.path,
+        wandb_url=run.url,
+    )

@@ -1,0 +1,113 @@
+"""Typed values the trainer backends, the registry and `train_policy` pass between them."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from babylon_assets.trajectories.messages import ChatMessage
+
+BackendName = Literal["torch", "art-local", "art-serverless"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+
+
+class PolicySpec(Frozen):
+    """The one persistent model: trained step after step, across runs."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    base_model: str = Field(min_length=1)
+    project: str = Field(min_length=1)
+    backend: BackendName
+
+
+class ScoredTrajectory(Frozen):
+    trajectory_id: str
+    window_id: datetime
+    group_index: int
+    score: float = Field(ge=0, le=1)
+    judge: str
+    rubric_version: str
+    messages: list[ChatMessage]
+
+
+class ScoredGroup(Frozen):
+    """Trajectories the judge compared with each other: advantages are relative within it."""
+
+    window_id: datetime
+    group_index: int
+    trajectories: list[ScoredTrajectory]
+
+
+class MarginPair(Frozen):
+    """A held-out window's judge-top and judge-bottom trajectories."""
+
+    window_id: datetime
+    top: list[ChatMessage]
+    bottom: list[ChatMessage]
+
+
+class CheckpointRef(Frozen):
+    """Where a backend put a step's weights: a local folder, or a W&B artifact name."""
+
+    backend: BackendName
+    step: int = Field(gt=0)
+    location: str
+
+
+class StepOutcome(Frozen):
+    """What every backend returns for one training step."""
+
+    step: int = Field(gt=0)
+    metrics: dict[str, float]
+    checkpoint: CheckpointRef
+
+
+class RegisteredCheckpoint(Frozen):
+    id: int
+    model_name: str
+    step: int
+    backend: BackendName
+    location: str
+    eval_margin_after: float | None
+
+
+class BestCheckpoint(Frozen):
+    id: int
+    step: int
+    location: str
+    eval_margin: float
+
+
+class StepRecord(Frozen):
+    """One step of a training materialization, as registered."""
+
+    step: int
+    checkpoint_id: int
+    location: str
+    windows: list[str]
+    trajectories: int
+    dropout_rate: float
+    metrics: dict[str, float]
+    eval_margin_before: float | None
+    eval_margin_after: float | None
+
+
+class TrainingResult(Frozen):
+    model_name: str
+    backend: BackendName
+    steps_done: int
+    first_step: int
+    last_step: int
+    windows_used: list[str]
+    trajectories_used: int
+    held_out_windows: list[str]
+    checkpoint_path: str
+    steps: list[StepRecord]
+    eval_margin_before: float | None
+    eval_margin_after: float | None
+    best_checkpoint: BestCheckpoint | None
+    wandb_run_path: str
+    wandb_url: str | None

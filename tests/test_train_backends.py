@@ -1,0 +1,109 @@
+"""Backends are chosen by configuration and fail with a clear error when their requirements are missing."""
+
+import importlib.util
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import torch
+
+from babylon_assets.errors import ConfigurationError
+from babylon_assets.training.art_backends import ArtServerlessTrainer, to_art_groups
+from babylon_assets.training.torch_backend import TorchTrainer
+from babylon_assets.training.types import ScoredGroup, ScoredTrajectory
+from babylon_assets.trajectories.messages import ChatMessage
+from resources.trainer import TrainerResource, trainer_resource_for
+
+HF_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BABYLON_HOME", str(tmp_path))
+    for name in ("BABYLON_TRAINER_BACKEND", "BABYLON_BASE_MODEL", "BABYLON_MODEL_NAME", "BABYLON_TRAINER_DEVICE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_art_local_without_gpu_fails_with_a_clear_error() -> None:
+    assert not torch.cuda.is_available(), "this test describes a machine without a GPU"
+    with pytest.raises(ConfigurationError, match=r"NVIDIA GPU.*torch\.cuda\.is_available\(\) is False"):
+        TrainerResource(backend="art-local", base_model=HF_MODEL).build()
+
+
+def test_art_local_without_the_backend_extra_fails_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert importlib.util.find_spec("unsloth") is None, "this test describes a machine without ART's backend extra"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigurationError, match=r"openpipe-art\[backend\]==0\.5\.18"):
+        TrainerResource(backend="art-local", base_model=HF_MODEL).build()
+
+
+def test_art_serverless_without_key_fails_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="WANDB_API_KEY"):
+        TrainerResource(backend="art-serverless", base_model=HF_MODEL).build()
+
+
+def test_art_serverless_is_built_from_configuration_when_its_key_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "test-key-not-real")
+    trainer = TrainerResource(backend="art-serverless", base_model=HF_MODEL, model_name="agent").build()
+    assert isinstance(trainer, ArtServerlessTrainer)
+    assert trainer.policy.backend == "art-serverless" and trainer.policy.name == "agent"
+    assert "test-key-not-real" not in str(trainer.settings())
+    with pytest.raises(ConfigurationError, match="'tiny' exists only for the torch backend"):
+        TrainerResource(backend="art-serverless", base_model="tiny").build()
+
+
+def test_torch_is_the_local_profile_default_and_production_needs_its_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    local = trainer_resource_for("local")
+    assert (local.backend, local.base_model, local.device) == ("torch", "tiny", "cpu")
+    assert isinstance(local.build(), TorchTrainer)
+    with pytest.raises(ConfigurationError, match="BABYLON_TRAINER_BACKEND"):
+        trainer_resource_for("production")
+    monkeypatch.setenv("BABYLON_TRAINER_BACKEND", "art-serverless")
+    with pytest.raises(ConfigurationError, match="BABYLON_BASE_MODEL"):
+        trainer_resource_for("production")
+    monkeypatch.setenv("BABYLON_TRAINER_BACKEND", "tinker")
+    with pytest.raises(ConfigurationError, match="not one of torch, art-local, art-serverless"):
+        trainer_resource_for("local")
+
+
+def test_torch_on_cuda_without_a_gpu_fails_instead_of_using_the_cpu() -> None:
+    with pytest.raises(ConfigurationError, match="no CUDA GPU"):
+        TrainerResource(device="cuda").build()
+
+
+def test_torch_refuses_a_base_model_that_is_not_a_local_folder() -> None:
+    with pytest.raises(ConfigurationError, match="never downloaded"):
+        TrainerResource(base_model=HF_MODEL).build()
+
+
+def test_groups_convert_to_art_trajectory_groups_item_by_item() -> None:
+    window = datetime(2026, 11, 24, 13, tzinfo=UTC)
+    messages = [ChatMessage(role="system", content="s"), ChatMessage(role="user", content="u")]
+    groups = [
+        ScoredGroup(
+            window_id=window,
+            group_index=index,
+            trajectories=[
+                ScoredTrajectory(
+                    trajectory_id=f"t{index}-{n}",
+                    window_id=window,
+                    group_index=index,
+                    score=n / 4,
+                    judge="ruler",
+                    rubric_version="v2",
+                    messages=[*messages, ChatMessage(role="assistant", content=f"answer {n}")],
+                )
+                for n in range(3)
+            ],
+        )
+        for index in range(2)
+    ]
+    converted = to_art_groups(groups)
+    assert len(converted) == 2
+    for group, art_group in zip(groups, converted, strict=True):
+        assert [t.reward for t in art_group.trajectories] == [t.score for t in group.trajectories]
+        assert [t.metadata["trajectory_id"] for t in art_group.trajectories] == [
+            t.trajectory_id for t in group.trajectories
+        ]
+        assert art_group.trajectories[2].messages_and_choices[-1] == {"role": "assistant", "content": "answer 2"}

@@ -1,0 +1,215 @@
+"""train_policy against real PostgreSQL: lineage, resume, crash safety, held-out margins, the asset."""
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from babylon_assets.db.connection import connect, connect_async
+from babylon_assets.training import registry
+from babylon_assets.training.assets import trained_checkpoint
+from babylon_assets.training.config import TrainingConfig
+from babylon_assets.training.data import dropout_rate
+from babylon_assets.training.train import NoTrainableWindowsError, train_policy
+from babylon_assets.trajectories.simulate import simulate
+from babylon_assets.trajectories.validation import validate_window
+from resources.database import DatabaseResource
+from resources.trainer import TrainerResource
+from resources.wandb import WandbResource
+
+WINDOWS = 4
+AGENTS = 5
+
+
+async def _validate(url: str, windows: list[datetime]) -> None:
+    async with await connect_async(url) as conn:
+        for window_id in windows:
+            await validate_window(conn, window_id, min_actions=5)
+
+
+def score_windows(url: str, windows: list[datetime]) -> None:
+    """Stand-in for the judge: within each window, scores 0, 0.25, ... 1 by agent id."""
+    with connect(url) as conn:
+        for window_id in windows:
+            rows = conn.execute(
+                "SELECT trajectory_id FROM trajectory_validations WHERE window_id = %s AND accepted ORDER BY agent_id",
+                (window_id,),
+            ).fetchall()
+            for rank, (trajectory_id,) in enumerate(rows):
+                conn.execute(
+                    "INSERT INTO trajectory_scores "
+                    "(trajectory_id, window_id, group_index, score, judge, rubric_version) "
+                    "VALUES (%s, %s, 0, %s, 'test-judge', 'v1')",
+                    (trajectory_id, window_id, rank / (len(rows) - 1)),
+                )
+            conn.execute(
+                "INSERT INTO window_scores (window_id, judge, rubric_version, groups, trajectories) "
+                "VALUES (%s, 'test-judge', 'v1', 1, %s)",
+                (window_id, len(rows)),
+            )
+
+
+@pytest.fixture
+def scored_url(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("BABYLON_HOME", str(tmp_path / "home"))
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=WINDOWS + 2)
+    summary = simulate(database_url, agents=AGENTS, windows=WINDOWS, seed=7, start=start, steps_range=(5, 6))
+    windows = [start + timedelta(hours=offset) for offset in range(WINDOWS)]
+    assert len(summary.windows) == WINDOWS
+    asyncio.run(_validate(database_url, windows))
+    score_windows(database_url, windows)
+    yield database_url
+
+
+def trainer_resource(tmp_path: Path) -> TrainerResource:
+    # 1400 byte-level tokens hold the system prompt, the first prompt and the first answer.
+    return TrainerResource(model_name="policy", max_seq_len=1400, checkpoint_root=str(tmp_path / "checkpoints"))
+
+
+def wandb_resource(tmp_path: Path) -> WandbResource:
+    return WandbResource(directory=str(tmp_path / "wandb"), project="babylon-test")
+
+
+CONFIG = TrainingConfig(iterations=2, windows_per_iteration=1, learning_rate=1e-3, held_out_fraction=0.25)
+
+
+def registered_steps(url: str) -> list[int]:
+    with connect(url) as conn:
+        return [row[0] for row in conn.execute("SELECT step FROM policy_checkpoints ORDER BY step")]
+
+
+def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str, tmp_path: Path) -> None:
+    first = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
+    assert (first.first_step, first.last_step, first.steps_done) == (1, 2, 2)
+    assert len(first.held_out_windows) == 1 and first.held_out_windows[0] not in first.windows_used
+    assert first.eval_margin_before is not None and first.eval_margin_after is not None
+    assert first.steps[1].eval_margin_before == first.steps[0].eval_margin_after
+    assert first.best_checkpoint is not None
+    assert all("train/loss" in record.metrics and "train/reward" in record.metrics for record in first.steps)
+
+    second = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
+    assert (second.first_step, second.last_step) == (3, 4)
+    # The second run starts from where the first ended.
+    assert second.eval_margin_before == pytest.approx(first.eval_margin_after, abs=1e-5)
+    assert registered_steps(scored_url) == [1, 2, 3, 4]
+    # Unused windows first: steps 1-3 train the three training windows once each before step 4 reuses one.
+    windows_by_step = [record.windows for record in [*first.steps, *second.steps]]
+    assert len({window for windows in windows_by_step[:3] for window in windows}) == WINDOWS - 1
+    assert first.held_out_windows[0] not in {window for windows in windows_by_step for window in windows}
+    assert Path(second.checkpoint_path) == tmp_path / "checkpoints" / "policy" / "step-4"
+
+    with connect(scored_url) as conn:
+        lineage = conn.execute(
+            "SELECT c.step, count(DISTINCT w.window_id), count(DISTINCT t.trajectory_id), c.score_versions, "
+            "c.config, c.eval_margin_after, c.wandb_run_id FROM policy_checkpoints c "
+            "JOIN checkpoint_windows w ON w.checkpoint_id = c.id "
+            "JOIN checkpoint_trajectories t ON t.checkpoint_id = c.id AND t.window_id = w.window_id "
+            "GROUP BY c.id ORDER BY c.step"
+        ).fetchall()
+        marked = conn.execute("SELECT count(*) FILTER (WHERE used_in_training) FROM trajectories").fetchone()
+        held_out = conn.execute("SELECT count(*) FROM training_window_splits WHERE held_out").fetchone()
+        best = conn.execute(
+            "SELECT b.eval_margin, (SELECT max(eval_margin_after) FROM policy_checkpoints) FROM best_checkpoints b"
+        ).fetchone()
+    assert [(row[0], row[1], row[2]) for row in lineage] == [(step, 1, AGENTS) for step in (1, 2, 3, 4)]
+    assert all(row[3] == ["test-judge@v1"] and row[5] is not None and row[6] for row in lineage)
+    config_text = json.dumps(lineage[0][4])
+    assert "password" not in config_text.lower() and "api_key" not in config_text.lower()
+    assert lineage[0][4]["training"]["iterations"] == 2
+    # Every trajectory of the three training windows is marked; held-out ones never are.
+    assert marked is not None and marked[0] == (WINDOWS - 1) * AGENTS
+    assert held_out == (1,)
+    assert best is not None and best[0] == best[1]
+    # One W&B run per materialization.
+    assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 2
+
+
+def test_a_crash_between_saving_and_registering_leaves_nothing_registered(
+    scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_step = CONFIG.model_copy(update={"iterations": 1})
+    train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), one_step)
+
+    def crash(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt("killed after the checkpoint was written")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(registry, "register_checkpoint", crash)
+        with pytest.raises(KeyboardInterrupt):
+            train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), one_step)
+    orphan = tmp_path / "checkpoints" / "policy" / "step-2"
+    assert orphan.is_dir()  # written completely, never registered
+    assert registered_steps(scored_url) == [1]
+    with connect(scored_url) as conn:
+        assert conn.execute("SELECT count(*) FROM checkpoint_windows").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM checkpoint_trajectories").fetchone() == (AGENTS,)
+
+    resumed = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), one_step)
+    assert (resumed.first_step, resumed.last_step) == (2, 2)
+    assert registered_steps(scored_url) == [1, 2]
+    assert resumed.checkpoint_path == str(orphan)
+    # No temporary or stale folder is left beside the checkpoints.
+    assert sorted(path.name for path in orphan.parent.iterdir()) == ["step-1", "step-2"]
+
+
+def test_a_second_trainer_of_the_same_model_is_refused(scored_url: str, tmp_path: Path) -> None:
+    with psycopg.connect(scored_url, autocommit=True) as holder:
+        registry.try_lock_model(holder, "policy")
+        with pytest.raises(registry.TrainingInProgressError, match="being trained by another run"):
+            train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
+    assert registered_steps(scored_url) == []
+
+
+def test_no_scored_windows_is_an_error_that_names_the_command(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BABYLON_HOME", str(tmp_path / "home"))
+    with pytest.raises(NoTrainableWindowsError, match="babylon simulate"):
+        train_policy(database_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
+
+
+def test_dropout_rate_sizes_toward_the_target() -> None:
+    assert dropout_rate(1500, 1000, 0.3) == pytest.approx(0.3)
+    assert dropout_rate(1200, 1000, 0.3) == pytest.approx(1 / 6)
+    assert dropout_rate(1000, 1000, 0.3) == 0.0
+    assert dropout_rate(10, 1000, 0.3) == 0.0
+
+
+def test_dropout_applies_per_step_in_training(scored_url: str, tmp_path: Path) -> None:
+    config = CONFIG.model_copy(
+        update={"iterations": 1, "windows_per_iteration": 2, "target_trajectories": 8, "max_dropout": 0.3}
+    )
+    result = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), config)
+    # 2 windows of 5: rate min(0.3, 1 - 8/10) = 0.2, so 2 of 10 trajectories are dropped.
+    assert result.steps[0].dropout_rate == pytest.approx(0.2)
+    assert result.steps[0].trajectories == 8
+
+
+def test_trained_checkpoint_asset_materializes_with_metadata(
+    scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", scored_url)
+    result = dg.materialize(
+        [trained_checkpoint],
+        resources={
+            "database": DatabaseResource(),
+            "trainer": trainer_resource(tmp_path),
+            "wandb": wandb_resource(tmp_path),
+        },
+        run_config=dg.RunConfig(ops={"trained_checkpoint": CONFIG.model_copy(update={"iterations": 1})}),
+    )
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert metadata["step"] == dg.MetadataValue.int(1)
+    assert metadata["windows_used"] == dg.MetadataValue.int(1)
+    assert metadata["trajectories_used"] == dg.MetadataValue.int(AGENTS)
+    assert isinstance(metadata["steps"], dg.MarkdownMetadataValue)
+    assert f"| 1 | 1 | {AGENTS} |" in (metadata["steps"].md_str or "")
+    assert metadata["checkpoint"] == dg.MetadataValue.path(str(tmp_path / "checkpoints" / "policy" / "step-1"))
+    assert trained_checkpoint.op.tags["workload"] == "training"
