@@ -21,22 +21,31 @@ JUDGE_ENV = "BABYLON_JUDGE"
 JUDGE_MODEL_ENV = "BABYLON_JUDGE_MODEL"
 JUDGE_API_BASE_ENV = "BABYLON_JUDGE_API_BASE"
 JUDGE_API_KEY_ENV = "BABYLON_JUDGE_API_KEY"
-DEFAULT_JUDGE_MODEL = "openai/o3"
+# The RULER judge's defaults live in RulerSettings; the resource shows the same ones.
+_DEFAULTS = RulerSettings()
 
 
 class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
     """Judge settings; `api_key` comes from BABYLON_JUDGE_API_KEY via dg.EnvVar and is never logged."""
 
     kind: JudgeKind
-    model: str = DEFAULT_JUDGE_MODEL
+    model: str = _DEFAULTS.judge_model
     api_base: str | None = None
     api_key: str | None = None
-    permutations: int = Field(default=2, ge=1, description="Orders each group is judged in; scores are averaged.")
-    group_size: int = Field(default=8, ge=1, description="Larger windows are split into balanced groups.")
-    max_concurrency: int = Field(default=4, ge=1, description="Judge requests in flight at once.")
-    max_retries: int = Field(default=3, ge=0, description="Retries on 429, 5xx, timeouts and unusable answers.")
-    timeout_seconds: float = Field(default=300.0, gt=0)
-    retry_backoff_seconds: float = Field(default=2.0, ge=0, description="First retry's wait; doubles each retry.")
+    permutations: int = Field(
+        default=_DEFAULTS.permutations, ge=1, description="Orders each group is judged in; scores are averaged."
+    )
+    group_size: int = Field(
+        default=_DEFAULTS.group_size, ge=1, description="Larger windows are split into balanced groups."
+    )
+    max_concurrency: int = Field(default=_DEFAULTS.max_concurrency, ge=1, description="Judge requests in flight.")
+    max_retries: int = Field(
+        default=_DEFAULTS.max_retries, ge=0, description="Retries on 429, 5xx, timeouts and unusable answers."
+    )
+    timeout_seconds: float = Field(default=_DEFAULTS.timeout_seconds, gt=0)
+    retry_backoff_seconds: float = Field(
+        default=_DEFAULTS.retry_backoff_seconds, ge=0, description="First retry's wait; doubles each retry."
+    )
 
     def build_judge(self) -> Judge:
         if self.kind == "outcome":
@@ -80,7 +89,7 @@ def judge_resource_for(profile: Profile) -> JudgeResource:
     _required_env(JUDGE_API_KEY_ENV, why)
     return JudgeResource(
         kind="ruler",
-        model=os.environ.get(JUDGE_MODEL_ENV, "").strip() or DEFAULT_JUDGE_MODEL,
+        model=os.environ.get(JUDGE_MODEL_ENV, "").strip() or _DEFAULTS.judge_model,
         api_base=dg.EnvVar(JUDGE_API_BASE_ENV),
         api_key=dg.EnvVar(JUDGE_API_KEY_ENV),
     )

@@ -66,10 +66,6 @@ class WindowScoring(BaseModel):
     # Best first.
     scores: list[ScoredTrajectory]
 
-    @property
-    def window(self) -> str:
-        return window_key(self.window_id)
-
 
 class WindowFailure(BaseModel):
     model_config = ConfigDict(frozen=True)
