@@ -29,6 +29,7 @@ class JudgeRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     number: int
+    authorization: str
     body: dict[str, JsonValue]
     system_prompt: str
     # RULER's trajectory id ("1".."N", the position shown) -> that trajectory's serialized messages.
@@ -115,6 +116,7 @@ class JudgeServer:
         with self._lock:
             judged = JudgeRequest(
                 number=len(self.requests) + 1,
+                authorization=request.headers.get("Authorization", ""),
                 body=body,
                 system_prompt=system_text,
                 trajectories=dict(_TRAJECTORY.findall(user_text)),

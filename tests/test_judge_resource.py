@@ -11,6 +11,7 @@ from babylon_assets.db.connection import connect_async
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.judging.assets import scored_groups, scored_groups_check
 from babylon_assets.judging.outcome_judge import OutcomeJudge
+from babylon_assets.profile import Profile
 from babylon_assets.trajectories.models import window_key
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
@@ -84,39 +85,40 @@ async def _seed(database_url: str) -> None:
         await validate_window(conn, WINDOW, min_actions=1)
 
 
-@pytest.mark.parametrize("kind", ["outcome", "ruler"])
+@pytest.mark.parametrize("profile", ["local", "production"])
 def test_the_asset_scores_its_window_reports_metadata_and_passes_its_check(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, kind: str
+    database_url: str, judge_env: pytest.MonkeyPatch, profile: Profile
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", database_url)
+    judge_env.setenv("DATABASE_URL", database_url)
     asyncio.run(_seed(database_url))  # sync test: Dagster runs the async asset on a loop of its own
     key = window_key(WINDOW)
     with JudgeServer() as server, dg.instance_for_test() as instance:
+        # Production's RULER judge, pointed at the local judge through the environment.
+        judge_env.setenv("BABYLON_JUDGE_API_BASE", server.api_base)
+        judge_env.setenv("BABYLON_JUDGE_API_KEY", SECRET)
+        judge_env.setenv("BABYLON_JUDGE_MODEL", "openai/test-judge")
         instance.add_dynamic_partitions("windows", [key])
-        judge = (
-            JudgeResource(kind="outcome")
-            if kind == "outcome"
-            else JudgeResource(kind="ruler", model="openai/test-judge", api_base=server.api_base, api_key=SECRET)
-        )
         result = dg.materialize(
             [scored_groups, scored_groups_check],
             partition_key=key,
             instance=instance,
-            resources={"database": DatabaseResource(), "judge": judge},
+            resources={"database": DatabaseResource(), "judge": judge_resource_for(profile)},
         )
         logs = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+        authorizations = {request.authorization for request in server.requests}
 
     assert result.success
     [materialization] = result.asset_materializations_for_node("scored_groups")
     metadata = {name: value.value for name, value in materialization.metadata.items()}
-    assert metadata["judge"] == ("outcome" if kind == "outcome" else "ruler:openai/test-judge")
+    assert metadata["judge"] == ("outcome" if profile == "local" else "ruler:openai/test-judge")
     assert metadata["trajectories"] == 6 and metadata["groups"] == 1
-    assert metadata["calls_made"] == (0 if kind == "outcome" else 2) and metadata["calls_cached"] == 0
+    assert metadata["calls_made"] == (0 if profile == "local" else 2) and metadata["calls_cached"] == 0
+    assert authorizations == (set() if profile == "local" else {f"Bearer {SECRET}"})
     low, mean, high = (float(str(metadata[name])) for name in ("score_min", "score_mean", "score_max"))
     assert 0 <= low <= mean <= high <= 1
     assert str(metadata["top_agent"]) in str(metadata["scores"]) and "| rank |" in str(metadata["scores"])
-    for name in ("tokens", "cost_usd", "bottom_agent"):
-        assert any(name in field for field in metadata)
+    for name in ("prompt_tokens", "completion_tokens", "cost_usd", "bottom_agent"):
+        assert name in metadata
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "scored_groups_complete" and check.passed
     assert SECRET not in logs
