@@ -32,6 +32,8 @@ from babylon_assets.trajectories.models import Trajectory, window_key
 from babylon_assets.trajectories.reader import load_accepted, load_market_outcomes
 
 AsyncConn = psycopg.AsyncConnection[TupleRow]
+# Advisory lock class for storing a window's scores (the second key is the window's epoch hour).
+STORE_LOCK_CLASS = 0x6A756467  # "judg"
 
 
 class ScoredTrajectory(BaseModel):
@@ -242,6 +244,10 @@ async def _store(
         for p in group.permutations
     ]
     async with conn.transaction(), conn.cursor() as cur:
+        # Two runs storing the same window at once would collide on trajectory_scores' key.
+        await cur.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)", (STORE_LOCK_CLASS, int(window_id.timestamp()) // 3600)
+        )
         await cur.execute("DELETE FROM judge_groups WHERE window_id = %s", (window_id,))
         await cur.execute(
             "DELETE FROM trajectory_scores WHERE window_id = %s OR trajectory_id = ANY(%s)", (window_id, ids)
