@@ -16,6 +16,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -92,14 +93,30 @@ def main() -> None:
         url = _database_url(admin_url, name)
         apply_migrations(url)
         started = time.perf_counter()
-        summary = simulate(
-            url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW, steps_range=(10, 15)
-        )
+        # One process per core, each simulating (and inserting) its own consecutive windows.
+        workers = os.cpu_count() or 1
+        chunk = -(-args.windows // workers)
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [
+                pool.submit(
+                    simulate,
+                    url,
+                    agents=args.agents,
+                    windows=min(chunk, args.windows - first),
+                    seed=1,
+                    start=FIRST_WINDOW + timedelta(hours=first),
+                    steps_range=(10, 15),
+                )
+                for first in range(0, args.windows, chunk)
+            ]
+            summaries = [future.result() for future in futures]
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE trajectories")
+        trajectories = sum(summary.trajectories for summary in summaries)
+        steps = sum(summary.steps for summary in summaries)
         print(
-            f"simulated {summary.trajectories:,} trajectories ({summary.steps:,} steps, "
-            f"{summary.steps / summary.trajectories:.1f} per trajectory) in {time.perf_counter() - started:.1f} s"
+            f"simulated {trajectories:,} trajectories ({steps:,} steps, {steps / trajectories:.1f} per trajectory) "
+            f"in {time.perf_counter() - started:.1f} s"
         )
         windows = [FIRST_WINDOW + timedelta(hours=offset) for offset in range(args.windows)]
         rates = asyncio.run(

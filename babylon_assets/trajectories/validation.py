@@ -10,7 +10,8 @@ async def validate_window(conn: AsyncConn, window_id: datetime, *, min_actions: 
     """`load_window`, then one transaction that replaces the window's stored verdicts and summary.
 
     Verdicts are stored under the window validated (an off-hour window id is stored under its hour), and a
-    row that moved here from another window loses its old verdict, so each row has exactly one.
+    row that moved here from another window loses its old verdict, so each row has exactly one. On an
+    autocommit connection the write commits here; otherwise it joins the caller's transaction.
     """
     load = await load_window(conn, window_id, min_actions=min_actions)
     verdicts = [(t.row_id, t.trajectory_id, t.agent_id, True, None) for t in load.accepted] + [
