@@ -95,7 +95,7 @@ class WindowsFailedError(BabylonError):
         )
 
 
-class EmptyWindowError(BabylonError):
+class NothingToScoreError(BabylonError):
     """A window with no accepted trajectory has nothing to score."""
 
 
@@ -149,7 +149,7 @@ async def _score_window(conn: AsyncConn, lock: asyncio.Lock, judge: Judge, windo
             trajectories = await load_accepted(conn, window_id)
             outcomes = await load_market_outcomes(conn, window_id)
         if not trajectories:
-            raise EmptyWindowError(f"window {key} has no accepted trajectories to score; validate it again")
+            raise NothingToScoreError(f"window {key} has no accepted trajectories to score; validate it again")
         groups = split_groups(trajectories, judge.group_size)
         cache = AnswerCache(conn, lock)
         results = await asyncio.gather(
