@@ -20,6 +20,7 @@ DAGSTER_HOME_ENV = "DAGSTER_HOME"
 DAGSTER_PASSWORD_ENV = "BABYLON_DAGSTER_PG_PASSWORD"
 TRAINING_WORKLOAD_TAG = "workload"
 TRAINING_WORKLOAD = "training"
+MAX_CONCURRENT_RUNS = 4
 
 YamlValue = str | int | bool | list["YamlValue"] | dict[str, "YamlValue"]
 
@@ -91,10 +92,13 @@ def instance_config(url: str) -> dict[str, YamlValue]:
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
             "config": {
+                # Each run is a process with the whole import tree (torch included); a first sensor tick
+                # may request a week of windows, which then wait in the queue instead of thrashing.
+                "max_concurrent_runs": MAX_CONCURRENT_RUNS,
                 # Training runs hold the whole machine: one at a time, the rest wait in the queue.
                 "tag_concurrency_limits": [
                     {"key": TRAINING_WORKLOAD_TAG, "value": TRAINING_WORKLOAD, "limit": 1},
-                ]
+                ],
             },
         },
         "telemetry": {"enabled": False},
