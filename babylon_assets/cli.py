@@ -98,6 +98,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from babylon_assets.db.connection import resolve_database_url
+    from babylon_assets.db.migrate import require_migrated
+    from babylon_assets.profile import active_profile
+    from babylon_assets.training.lineage import checkpoint_lineage, render_lineage
+    from resources.trainer import trainer_resource_for
+
+    url = resolve_database_url()
+    require_migrated(url)
+    model_name = args.model or trainer_resource_for(active_profile()).model_name
+    print(render_lineage(checkpoint_lineage(url, model_name, args.step)))
+    return 0
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -189,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="use a window only this long after it ended (default 0; the sensor waits 10)",
     )
     train.set_defaults(handler=_cmd_train)
+
+    lineage = commands.add_parser("lineage", help="show what a registered checkpoint was trained on")
+    lineage.add_argument("--model", default=None, help="model name (default: the trainer resource's)")
+    lineage.add_argument("--step", type=_positive, default=None, help="checkpoint step (default: the latest)")
+    lineage.set_defaults(handler=_cmd_lineage)
 
     return parser
 

@@ -10,11 +10,13 @@ import dagster as dg
 import psycopg
 import pytest
 
+from babylon_assets.cli import main
 from babylon_assets.db.connection import connect, connect_async
 from babylon_assets.training import registry
 from babylon_assets.training.assets import trained_checkpoint
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.data import dropout_rate
+from babylon_assets.training.lineage import checkpoint_lineage
 from babylon_assets.training.train import NoTrainableWindowsError, train_policy
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
@@ -128,6 +130,29 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
     # One W&B run per materialization.
     assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 2
 
+    third = checkpoint_lineage(scored_url, "policy", step=3)
+    assert (third.step, third.score_versions) == (3, ["test-judge@v1"])
+    assert [w.window for w in third.windows] == second.steps[0].windows
+    assert third.windows[0].trajectories == AGENTS and third.eval_margin_after == second.steps[0].eval_margin_after
+
+
+def test_babylon_lineage_prints_the_latest_checkpoint(
+    scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", scored_url)
+    assert main(["lineage", "--model", "policy"]) == 1
+    assert "has no registered checkpoint; train it with `babylon train`" in capsys.readouterr().err
+    result = train_policy(
+        scored_url,
+        trainer_resource(tmp_path).build(),
+        wandb_resource(tmp_path),
+        CONFIG.model_copy(update={"iterations": 1}),
+    )
+    assert main(["lineage", "--model", "policy"]) == 0
+    printed = capsys.readouterr().out
+    assert "checkpoint policy step 1 (torch)" in printed
+    assert f"window {result.windows_used[0]}: {AGENTS} trajectories, scores 0.00-1.00" in printed
+
 
 def test_a_crash_between_saving_and_registering_leaves_nothing_registered(
     scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -149,6 +174,8 @@ def test_a_crash_between_saving_and_registering_leaves_nothing_registered(
         assert conn.execute("SELECT count(*) FROM checkpoint_windows").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM checkpoint_trajectories").fetchone() == (AGENTS,)
 
+    # A writer killed mid-write leaves its temporary folder behind.
+    (orphan.parent / ".step-2.tmp-killed").mkdir()
     resumed = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), one_step)
     assert (resumed.first_step, resumed.last_step) == (2, 2)
     assert registered_steps(scored_url) == [1, 2]

@@ -17,7 +17,7 @@ OWNERS = ["team:ml-training"]
 
 
 def _number(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4f}"
+    return "—" if value is None else f"{value:.6f}"
 
 
 def steps_table(result: TrainingResult) -> str:

@@ -30,6 +30,9 @@ def write_folder_atomically(target: Path, write: Callable[[Path], None]) -> Path
     references (e.g. a checkpoint written by a run that crashed before registering it).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Leftovers of a writer of this target that was killed mid-write (callers serialise writers).
+    for leftover in target.parent.glob(f".{target.name}.*-*"):
+        shutil.rmtree(leftover)
     temporary = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
     temporary.mkdir()
     try:

@@ -1,0 +1,107 @@
+"""A registered checkpoint's lineage as a person reads it: what it was trained on, how it scored."""
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from babylon_assets.db.connection import connect
+from babylon_assets.errors import BabylonError
+from babylon_assets.trajectories.models import window_key
+
+
+class WindowLineage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    window: str
+    trajectories: int
+    min_score: float
+    max_score: float
+
+
+class CheckpointLineage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str
+    step: int
+    backend: str
+    location: str
+    created_at: datetime
+    score_versions: list[str]
+    loss: float | None
+    reward: float | None
+    eval_margin_before: float | None
+    eval_margin_after: float | None
+    is_best: bool
+    wandb_run_id: str | None
+    wandb_artifact: str | None
+    windows: list[WindowLineage]
+
+
+def checkpoint_lineage(url: str, model_name: str, step: int | None = None) -> CheckpointLineage:
+    """The lineage of `model_name`'s checkpoint at `step` (default: the latest registered one)."""
+    with connect(url) as conn:
+        row = conn.execute(
+            """
+            SELECT c.id, c.step, c.backend, c.location, c.created_at, c.score_versions,
+                   (c.metrics ->> 'train/loss')::float8, (c.metrics ->> 'train/reward')::float8,
+                   c.eval_margin_before, c.eval_margin_after, b.checkpoint_id IS NOT NULL,
+                   c.wandb_run_id, c.wandb_artifact
+            FROM policy_checkpoints AS c
+            LEFT JOIN best_checkpoints AS b ON b.checkpoint_id = c.id
+            WHERE c.model_name = %s AND (%s::int IS NULL OR c.step = %s)
+            ORDER BY c.step DESC LIMIT 1
+            """,
+            (model_name, step, step),
+        ).fetchone()
+        if row is None:
+            which = "" if step is None else f" at step {step}"
+            raise BabylonError(
+                f"model {model_name!r} has no registered checkpoint{which}; train it with `babylon train`"
+            )
+        windows = conn.execute(
+            "SELECT window_id, count(*), min(score), max(score) FROM checkpoint_trajectories "
+            "WHERE checkpoint_id = %s GROUP BY window_id ORDER BY window_id",
+            (row[0],),
+        ).fetchall()
+    return CheckpointLineage(
+        model_name=model_name,
+        step=row[1],
+        backend=row[2],
+        location=row[3],
+        created_at=row[4],
+        score_versions=row[5],
+        loss=row[6],
+        reward=row[7],
+        eval_margin_before=row[8],
+        eval_margin_after=row[9],
+        is_best=row[10],
+        wandb_run_id=row[11],
+        wandb_artifact=row[12],
+        windows=[
+            WindowLineage(window=window_key(window_id), trajectories=count, min_score=low, max_score=high)
+            for window_id, count, low, high in windows
+        ],
+    )
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6f}"
+
+
+def render_lineage(lineage: CheckpointLineage) -> str:
+    trajectories = sum(window.trajectories for window in lineage.windows)
+    best = " [best]" if lineage.is_best else ""
+    lines = [
+        f"checkpoint {lineage.model_name} step {lineage.step} ({lineage.backend}){best}",
+        f"  location:     {lineage.location}",
+        f"  trained on:   {len(lineage.windows)} window(s), {trajectories} trajectories, "
+        f"scores by {', '.join(lineage.score_versions)}",
+        f"  loss/reward:  {_number(lineage.loss)} / {_number(lineage.reward)}",
+        f"  eval margin:  {_number(lineage.eval_margin_before)} -> {_number(lineage.eval_margin_after)} (held out)",
+        f"  W&B:          run {lineage.wandb_run_id or 'n/a'}, artifact {lineage.wandb_artifact or 'n/a'}",
+    ]
+    lines.extend(
+        f"  window {w.window}: {w.trajectories} trajectories, scores {w.min_score:.2f}-{w.max_score:.2f}"
+        for w in lineage.windows
+    )
+    return "\n".join(lines)
