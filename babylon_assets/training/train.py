@@ -7,18 +7,25 @@ registration leaves nothing registered, so the next run resumes from the last re
 """
 
 import random
-from collections.abc import Sequence
 from datetime import datetime
 
-from pydantic import JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue
 
 from babylon_assets.db.connection import connect
 from babylon_assets.errors import BabylonError
 from babylon_assets.training import data, registry
 from babylon_assets.training.backend import TrainerBackend
 from babylon_assets.training.config import TrainingConfig
-from babylon_assets.training.tracking import ExperimentTracker
-from babylon_assets.training.types import ScoredGroup, ScoredTrajectory, StepRecord, TrainingResult
+from babylon_assets.training.tracking import ExperimentTracker, TrackedRun
+from babylon_assets.training.types import (
+    MarginPair,
+    PolicySpec,
+    RegisteredCheckpoint,
+    ScoredGroup,
+    ScoredTrajectory,
+    StepRecord,
+    TrainingResult,
+)
 from babylon_assets.trajectories.models import window_key
 
 
@@ -49,11 +56,133 @@ def _run_config(trainer: TrainerBackend, config: TrainingConfig) -> dict[str, Js
     }
 
 
-def _groups_for(
-    selected: Sequence[datetime], loaded: dict[datetime, list[ScoredTrajectory]], rate: float, rng: random.Random
-) -> list[ScoredGroup]:
+class Plan(BaseModel):
+    """What a training materialization works with, fixed before its first step."""
+
+    model_config = ConfigDict(frozen=True)
+
+    split: data.WindowSplit
+    latest: RegisteredCheckpoint | None
+    pairs: list[MarginPair]
+
+
+class StepContext(BaseModel):
+    """What one step needs besides its trainer and run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    config: TrainingConfig
+    plan: Plan
+    run_config: dict[str, JsonValue]
+
+
+def plan_training(url: str, policy: PolicySpec, config: TrainingConfig) -> Plan:
+    """Create the model if new, assign the splits of new windows, and find where to resume from."""
+    with connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            registry.ensure_policy_model(conn, policy)
+            eligible = data.eligible_windows(conn, config)
+            split = data.assign_splits(conn, eligible, config.held_out_fraction)
+        if len(split.train) < config.min_windows:
+            raise NoTrainableWindowsError(_no_windows_message(config, len(eligible), len(split.held_out)))
+        held_out = data.load_scored_trajectories(url, conn, [w.window_id for w in split.held_out], config.min_actions)
+        return Plan(
+            split=split, latest=registry.latest_checkpoint(conn, policy.name), pairs=data.margin_pairs(held_out)
+        )
+
+
+def _step_groups(
+    context: StepContext, policy: PolicySpec, step: int, loaded: dict[datetime, list[ScoredTrajectory]]
+) -> tuple[list[ScoredGroup], float]:
+    """This step's groups after window selection and dropout; `loaded` caches windows across steps."""
+    config = context.config
+    with connect(context.url) as conn:
+        selected = data.select_windows(conn, policy.name, context.plan.split.train, config.windows_per_iteration)
+        missing = [window_id for window_id in selected if window_id not in loaded]
+        loaded.update(data.load_scored_trajectories(context.url, conn, missing, config.min_actions))
+    total = sum(len(loaded[window_id]) for window_id in selected)
+    rate = data.dropout_rate(total, config.target_trajectories, config.max_dropout)
     groups = data.scored_groups([t for window_id in selected for t in loaded[window_id]])
-    return data.apply_dropout(groups, rate, rng)
+    return data.apply_dropout(groups, rate, random.Random(f"{config.seed}:{step}:dropout")), rate
+
+
+def train_one_step(
+    context: StepContext,
+    trainer: TrainerBackend,
+    run: TrackedRun,
+    *,
+    previous_step: int,
+    margin_before: float | None,
+    loaded: dict[datetime, list[ScoredTrajectory]],
+) -> StepRecord:
+    """Train, let the backend finish its checkpoint, measure, then register; W&B hears of it last."""
+    policy = trainer.policy
+    step = previous_step + 1
+    groups, rate = _step_groups(context, policy, step, loaded)
+    try:
+        outcome = trainer.train_step(
+            groups, step=step, learning_rate=context.config.learning_rate, seed=context.config.seed
+        )
+    except BabylonError:
+        raise
+    except Exception as error:
+        raise TrainingFailedError(
+            f"step {step} of model {policy.name!r} failed ({type(error).__name__}: {error}); "
+            f"nothing was registered, the next run resumes from step {previous_step}"
+        ) from error
+    if outcome.step <= previous_step:
+        raise TrainingFailedError(
+            f"the {policy.backend} backend reported step {outcome.step}, not after step {previous_step}"
+        )
+    margin_after = trainer.eval_margin(context.plan.pairs)
+    trajectories = [t for group in groups for t in group.trajectories]
+    metrics = {
+        **outcome.metrics,
+        "train/reward": sum(t.score for t in trajectories) / len(trajectories),
+        "train/dropout_rate": rate,
+        "train/num_windows": float(len({group.window_id for group in groups})),
+    }
+    if margin_after is not None:
+        metrics["eval/margin"] = margin_after
+    with connect(context.url, autocommit=True) as conn:
+        checkpoint_id = registry.register_checkpoint(
+            conn,
+            policy=policy,
+            outcome=outcome.model_copy(update={"metrics": metrics}),
+            groups=groups,
+            config=context.run_config,
+            eval_margin_before=margin_before,
+            eval_margin_after=margin_after,
+            eval_windows=len(context.plan.pairs),
+            wandb_run_id=run.run_id,
+            wandb_artifact=f"{policy.name}:step-{outcome.step}",
+        )
+    windows = [window_key(window_id) for window_id in sorted({group.window_id for group in groups})]
+    run.log(metrics, step=outcome.step)
+    run.log_checkpoint(
+        name=policy.name,
+        location=outcome.checkpoint.location,
+        metadata={
+            "step": outcome.step,
+            "checkpoint_id": checkpoint_id,
+            "windows": list(windows),
+            "trajectories": len(trajectories),
+            "eval_margin_before": margin_before,
+            "eval_margin_after": margin_after,
+        },
+    )
+    return StepRecord(
+        step=outcome.step,
+        checkpoint_id=checkpoint_id,
+        location=outcome.checkpoint.location,
+        windows=windows,
+        trajectory_ids=[t.trajectory_id for t in trajectories],
+        dropout_rate=rate,
+        metrics=metrics,
+        eval_margin_before=margin_before,
+        eval_margin_after=margin_after,
+    )
 
 
 def train_policy(
@@ -63,113 +192,32 @@ def train_policy(
     policy = trainer.policy
     with connect(url, autocommit=True) as lock_conn:
         registry.try_lock_model(lock_conn, policy.name)
-        with connect(url, autocommit=True) as conn:
-            with conn.transaction():
-                registry.ensure_policy_model(conn, policy)
-                eligible = data.eligible_windows(conn, config)
-                split = data.assign_splits(conn, eligible, config.held_out_fraction)
-            if len(split.train) < config.min_windows:
-                raise NoTrainableWindowsError(_no_windows_message(config, len(eligible), len(split.held_out)))
-            latest = registry.latest_checkpoint(conn, policy.name)
-            held_out = data.load_scored_trajectories(
-                url, conn, [w.window_id for w in split.held_out], config.min_actions
-            )
-        pairs = data.margin_pairs(held_out)
-        run_config = _run_config(trainer, config)
-        trainer.resume(None if latest is None else registry.checkpoint_ref(latest))
-        margin = trainer.eval_margin(pairs)
-        first_margin = margin
-        previous_step = 0 if latest is None else latest.step
-        run = tracker.start_run(name=f"{policy.name}-from-step-{previous_step}", group=policy.name, config=run_config)
-        loaded: dict[datetime, list[ScoredTrajectory]] = {}
+        plan = plan_training(url, policy, config)
+        context = StepContext(url=url, config=config, plan=plan, run_config=_run_config(trainer, config))
+        previous_step = 0 if plan.latest is None else plan.latest.step
         records: list[StepRecord] = []
-        used_trajectories: set[str] = set()
         try:
-            if margin is not None:
-                run.log({"eval/margin": margin}, step=previous_step)
-            for _ in range(config.iterations):
-                step = previous_step + 1
-                with connect(url) as conn:
-                    selected = data.select_windows(conn, policy.name, split.train, config.windows_per_iteration)
-                    missing = [window_id for window_id in selected if window_id not in loaded]
-                    loaded.update(data.load_scored_trajectories(url, conn, missing, config.min_actions))
-                total = sum(len(loaded[window_id]) for window_id in selected)
-                rate = data.dropout_rate(total, config.target_trajectories, config.max_dropout)
-                groups = _groups_for(selected, loaded, rate, random.Random(f"{config.seed}:{step}:dropout"))
-                try:
-                    outcome = trainer.train_step(
-                        groups, step=step, learning_rate=config.learning_rate, seed=config.seed
+            trainer.resume(None if plan.latest is None else registry.checkpoint_ref(plan.latest))
+            first_margin = margin = trainer.eval_margin(plan.pairs)
+            run = tracker.start_run(
+                name=f"{policy.name}-from-step-{previous_step}", group=policy.name, config=context.run_config
+            )
+            try:
+                if margin is not None:
+                    run.log({"eval/margin": margin}, step=previous_step)
+                loaded: dict[datetime, list[ScoredTrajectory]] = {}
+                for _ in range(config.iterations):
+                    record = train_one_step(
+                        context, trainer, run, previous_step=previous_step, margin_before=margin, loaded=loaded
                     )
-                except BabylonError:
-                    raise
-                except Exception as error:
-                    raise TrainingFailedError(
-                        f"step {step} of model {policy.name!r} failed ({type(error).__name__}: {error}); "
-                        f"nothing was registered, the next run resumes from step {previous_step}"
-                    ) from error
-                if outcome.step <= previous_step:
-                    raise TrainingFailedError(
-                        f"the {policy.backend} backend reported step {outcome.step}, not after step {previous_step}"
-                    )
-                margin_after = trainer.eval_margin(pairs)
-                trajectories = [t for group in groups for t in group.trajectories]
-                used_trajectories.update(t.trajectory_id for t in trajectories)
-                metrics = {
-                    **outcome.metrics,
-                    "train/reward": sum(t.score for t in trajectories) / len(trajectories),
-                    "train/dropout_rate": rate,
-                    "train/num_windows": float(len(selected)),
-                }
-                if margin_after is not None:
-                    metrics["eval/margin"] = margin_after
-                artifact = f"{policy.name}:step-{outcome.step}"
-                with connect(url, autocommit=True) as conn:
-                    checkpoint_id = registry.register_checkpoint(
-                        conn,
-                        policy=policy,
-                        outcome=outcome.model_copy(update={"metrics": metrics}),
-                        groups=groups,
-                        config=run_config,
-                        eval_margin_before=margin,
-                        eval_margin_after=margin_after,
-                        eval_windows=len(pairs),
-                        wandb_run_id=run.run_id,
-                        wandb_artifact=artifact,
-                    )
-                windows = [window_key(window_id) for window_id in sorted({g.window_id for g in groups})]
-                run.log(metrics, step=outcome.step)
-                run.log_checkpoint(
-                    name=policy.name,
-                    location=outcome.checkpoint.location,
-                    metadata={
-                        "step": outcome.step,
-                        "checkpoint_id": checkpoint_id,
-                        "windows": list(windows),
-                        "trajectories": len(trajectories),
-                        "eval_margin_before": margin,
-                        "eval_margin_after": margin_after,
-                    },
-                )
-                records.append(
-                    StepRecord(
-                        step=outcome.step,
-                        checkpoint_id=checkpoint_id,
-                        location=outcome.checkpoint.location,
-                        windows=windows,
-                        trajectories=len(trajectories),
-                        dropout_rate=rate,
-                        metrics=metrics,
-                        eval_margin_before=margin,
-                        eval_margin_after=margin_after,
-                    )
-                )
-                previous_step, margin = outcome.step, margin_after
-        except BaseException:
-            run.finish(failed=True)
-            raise
+                    records.append(record)
+                    previous_step, margin = record.step, record.eval_margin_after
+            except BaseException:
+                run.finish(failed=True)
+                raise
+            run.finish(failed=False)
         finally:
             trainer.close()
-        run.finish(failed=False)
         with connect(url) as conn:
             best = registry.best_checkpoint(conn, policy.name)
     return TrainingResult(
@@ -179,8 +227,8 @@ def train_policy(
         first_step=records[0].step,
         last_step=records[-1].step,
         windows_used=sorted({key for record in records for key in record.windows}),
-        trajectories_used=len(used_trajectories),
-        held_out_windows=[window_key(w.window_id) for w in split.held_out],
+        trajectories_used=len({tid for record in records for tid in record.trajectory_ids}),
+        held_out_windows=[window_key(w.window_id) for w in plan.split.held_out],
         checkpoint_path=records[-1].location,
         steps=records,
         eval_margin_before=first_margin,

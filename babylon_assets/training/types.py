@@ -88,11 +88,15 @@ class StepRecord(Frozen):
     checkpoint_id: int
     location: str
     windows: list[str]
-    trajectories: int
+    trajectory_ids: list[str]
     dropout_rate: float
     metrics: dict[str, float]
     eval_margin_before: float | None
     eval_margin_after: float | None
+
+    @property
+    def trajectories(self) -> int:
+        return len(self.trajectory_ids)
 
 
 class TrainingResult(Frozen):
