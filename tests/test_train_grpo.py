@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from babylon_assets.errors import BabylonError
 from babylon_assets.training.grpo import (
     EncodedChat,
     group_advantages,
@@ -15,7 +16,7 @@ from babylon_assets.training.grpo import (
 )
 from babylon_assets.training.hf_policy import build_tiny_tokenizer, encode_chat
 from babylon_assets.training.torch_backend import TorchSettings, TorchTrainer
-from babylon_assets.training.types import MarginPair, PolicySpec, ScoredGroup, ScoredTrajectory
+from babylon_assets.training.types import CheckpointRef, MarginPair, PolicySpec, ScoredGroup, ScoredTrajectory
 from babylon_assets.trajectories.messages import ChatMessage
 
 WINDOW = datetime(2026, 11, 24, 13, tzinfo=UTC)
@@ -189,3 +190,10 @@ def test_the_trainer_runs_although_art_patched_transformers(tmp_path: Path) -> N
     )
     outcome = trainer.train_step([group], step=1, learning_rate=1e-3, seed=0)
     assert outcome.metrics["train/optimizer_steps"] == 1
+
+
+def test_resuming_from_a_missing_checkpoint_folder_fails_loudly(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path)
+    missing = CheckpointRef(backend="torch", step=7, location=str(tmp_path / "gone" / "step-7"))
+    with pytest.raises(BabylonError, match="registered checkpoint step 7 is missing"):
+        trainer.resume(missing)

@@ -75,12 +75,14 @@ def _split_order(window_id: datetime) -> str:
 
 
 def assign_splits(conn: Conn, windows: Sequence[EligibleWindow], held_out_fraction: float) -> WindowSplit:
-    """Give every new window its permanent split; the caller commits.
+    """Give every new window its permanent split, inside the caller's transaction.
 
     New windows are taken in hash order and held out while the held-out share is below
     ceil(fraction * assigned): the first window ever seen is held out (so a margin exists as soon as
     there is data), and a window never moves between splits afterwards.
     """
+    # Trainers of different models may assign at the same time; the counts below must see every split.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('babylon-training-window-splits', 0))")
     existing: dict[datetime, bool] = dict(
         conn.execute("SELECT window_id, held_out FROM training_window_splits").fetchall()
     )
@@ -92,7 +94,7 @@ def assign_splits(conn: Conn, windows: Sequence[EligibleWindow], held_out_fracti
         held_count += held
         existing[window.window_id] = held
         conn.execute(
-            "INSERT INTO training_window_splits (window_id, held_out) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            "INSERT INTO training_window_splits (window_id, held_out) VALUES (%s, %s)",
             (window.window_id, held),
         )
     return WindowSplit(

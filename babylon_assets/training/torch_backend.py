@@ -120,7 +120,14 @@ class TorchTrainer:
             self._optimizer = self._new_optimizer()
             return
         folder = Path(checkpoint.location)
+        if not (folder / STATE_FILE).is_file():
+            raise BabylonError(
+                f"registered checkpoint step {checkpoint.step} is missing from {folder}; restore that folder "
+                "(checkpoints are never deleted by the platform) or train under a new model_name"
+            )
         state = TrainerState.model_validate_json((folder / STATE_FILE).read_text())
+        if state.step != checkpoint.step:
+            raise BabylonError(f"{folder} holds step {state.step}, but it is registered as step {checkpoint.step}")
         if state.lora != self._settings.lora:
             raise ConfigurationError(
                 f"checkpoint {folder} was trained with lora={state.lora} but the trainer is configured with "
