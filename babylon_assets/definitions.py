@@ -1,0 +1,33 @@
+"""The platform's one `Definitions`: windows flow raw -> validated -> scored, then train a checkpoint.
+
+Resources follow the active profile (BABYLON_PROFILE, announced when unset): local runs the outcome
+judge, the CPU trainer and W&B offline; production the RULER judge, the configured trainer and W&B online.
+"""
+
+import dagster as dg
+
+from babylon_assets.jobs import training_job, window_chain_job
+from babylon_assets.judging.assets import scored_groups, scored_groups_check
+from babylon_assets.profile import active_profile
+from babylon_assets.training.assets import trained_checkpoint
+from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
+from resources.database import DatabaseResource
+from resources.judge import judge_resource_for
+from resources.trainer import trainer_resource_for
+from resources.wandb import wandb_resource_for
+from sensors import fresh_windows_sensor, training_sensor
+
+profile = active_profile()
+
+defs = dg.Definitions(
+    assets=[raw_trajectories, validated_windows, scored_groups, trained_checkpoint],
+    asset_checks=[scored_groups_check],
+    jobs=[window_chain_job, training_job],
+    sensors=[fresh_windows_sensor, training_sensor],
+    resources={
+        "database": DatabaseResource(),
+        "judge": judge_resource_for(profile),
+        "trainer": trainer_resource_for(profile),
+        "wandb": wandb_resource_for(profile),
+    },
+)

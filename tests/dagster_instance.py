@@ -1,0 +1,54 @@
+"""The project's Dagster instance for tests: dagster.yaml from babylon_assets.instance, PostgreSQL storage
+in a fresh `<db>_dagster` database next to the test database, dropped afterwards."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from psycopg import sql
+
+from babylon_assets.instance import instance_environment, prepare_instance, storage_target
+from babylon_assets.trajectories.models import parse_window_key
+from babylon_assets.trajectories.simulate import simulate
+
+# Over and settled, yet inside the default 168-hour lookback that discovery and training use.
+FIRST_WINDOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=12)
+
+
+@contextmanager
+def project_instance(url: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    """A DagsterInstance built from the project's dagster.yaml, with the environment its processes get."""
+    prepare_instance(url, home)
+    for name, value in instance_environment(url, home).items():
+        monkeypatch.setenv(name, value)
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        yield instance
+    finally:
+        instance.dispose()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(storage_target(url).db_name))
+            )
+
+
+def simulate_windows(url: str, *, windows: int, agents: int = 5, seed: int = 7) -> list[str]:
+    """Simulated windows starting at FIRST_WINDOW; returns their keys."""
+    summary = simulate(url, agents=agents, windows=windows, seed=seed, start=FIRST_WINDOW)
+    return summary.windows
+
+
+def drop_one_agent(url: str, key: str) -> None:
+    """Make one agent's trajectory in the window malformed, leaving one valid agent fewer."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            """
+            UPDATE trajectories SET steps = '"not json"'::jsonb
+            WHERE id = (SELECT min(id) FROM trajectories WHERE window_id = %s)
+            """,
+            (parse_window_key(key),),
+        )

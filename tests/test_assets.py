@@ -1,0 +1,120 @@
+"""The window chain on the project's instance (PostgreSQL run and event storage), against real data."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+from psycopg import sql
+
+from babylon_assets.definitions import defs
+from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
+from babylon_assets.trajectories.models import parse_window_key
+from tests.dagster_instance import drop_one_agent, project_instance, simulate_windows
+
+CHAIN = ["raw_trajectories", "validated_windows", "scored_groups"]
+
+
+@pytest.fixture
+def instance(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    with project_instance(database_url, tmp_path / "dagster_home", monkeypatch) as project:
+        yield project
+
+
+def run_window(instance: dg.DagsterInstance, key: str) -> dg.ExecuteInProcessResult:
+    instance.add_dynamic_partitions("windows", [key])
+    return defs.resolve_job_def("window_chain_job").execute_in_process(
+        partition_key=key, instance=instance, raise_on_error=False
+    )
+
+
+def materialized(instance: dg.DagsterInstance, asset: str, key: str) -> dict[str, dg.MetadataValue]:
+    """The asset's latest materialization metadata for the window, from the instance's event log."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+    ).records
+    assert records, f"{asset} has no materialization for {key}"
+    materialization = records[0].asset_materialization
+    assert materialization is not None
+    return dict(materialization.metadata)
+
+
+def counts(url: str, key: str) -> dict[str, int]:
+    tables = ["trajectory_validations", "window_validations", "trajectory_scores", "window_scores"]
+    with psycopg.connect(url) as conn:
+        found: dict[str, int] = {}
+        for table in tables:
+            query = sql.SQL("SELECT count(*) FROM {} WHERE window_id = %s").format(sql.Identifier(table))
+            row = conn.execute(query, (parse_window_key(key),)).fetchone()
+            assert row is not None
+            found[table] = int(row[0])
+    return found
+
+
+def test_one_window_end_to_end_on_a_postgres_instance(database_url: str, instance: dg.DagsterInstance) -> None:
+    assert isinstance(instance.run_storage, PostgresRunStorage)
+    assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+    (key,) = simulate_windows(database_url, windows=1, agents=5)
+
+    result = run_window(instance, key)
+
+    assert result.success
+    assert [evaluation.passed for evaluation in result.get_asset_check_evaluations()] == [True, True]
+    raw = materialized(instance, "raw_trajectories", key)
+    assert raw["rows"] == dg.MetadataValue.int(5)
+    assert raw["agents"] == dg.MetadataValue.int(5)
+    assert isinstance(raw["steps"], dg.IntMetadataValue) and (raw["steps"].value or 0) >= 25
+    assert isinstance(raw["bytes"], dg.IntMetadataValue) and (raw["bytes"].value or 0) > 0
+    validated = materialized(instance, "validated_windows", key)
+    assert validated["accepted"] == dg.MetadataValue.int(5)
+    assert validated["rejected"] == dg.MetadataValue.int(0)
+    assert validated["distinct_agents"] == dg.MetadataValue.int(5)
+    materialized(instance, "scored_groups", key)
+    assert counts(database_url, key) == {
+        "trajectory_validations": 5,
+        "window_validations": 1,
+        "trajectory_scores": 5,
+        "window_scores": 1,
+    }
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_blocking_check_stops_a_window_with_four_valid_agents(database_url: str, instance: dg.DagsterInstance) -> None:
+    short, full = simulate_windows(database_url, windows=2, agents=5)
+    drop_one_agent(database_url, short)
+
+    stopped = run_window(instance, short)
+    through = run_window(instance, full)
+
+    (verdict,) = [e for e in stopped.get_asset_check_evaluations() if e.check_name == ENOUGH_VALID_AGENTS]
+    assert not verdict.passed
+    assert verdict.description == "4 valid agents < 5"
+    # The verdicts are stored and shown, but nothing downstream ran on the window.
+    validated = materialized(instance, "validated_windows", short)
+    assert validated["rejected"] == dg.MetadataValue.int(1)
+    rejected_table = validated["rejected_by_reason"]
+    assert isinstance(rejected_table, dg.MarkdownMetadataValue)
+    assert "| 1 |" in str(rejected_table.value)
+    assert not instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("scored_groups"), asset_partitions=[short]), limit=1
+    ).records
+    assert counts(database_url, short)["window_scores"] == 0
+
+    assert through.success
+    materialized(instance, "scored_groups", full)
+    assert counts(database_url, full)["trajectory_scores"] == 5
+
+
+def test_rematerializing_a_window_replaces_its_results(database_url: str, instance: dg.DagsterInstance) -> None:
+    (key,) = simulate_windows(database_url, windows=1, agents=6)
+    assert run_window(instance, key).success
+    first = counts(database_url, key)
+
+    assert run_window(instance, key).success
+
+    assert counts(database_url, key) == first
+    assert first["trajectory_validations"] == 6
+    assert first["trajectory_scores"] == 6

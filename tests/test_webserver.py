@@ -1,0 +1,157 @@
+"""`babylon train` on the project's instance, then the real webserver shows the chain and its materializations."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import JsonValue
+
+from babylon_assets.cli import main
+from tests.dagster_instance import drop_one_agent, project_instance, simulate_windows
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAIN = ["raw_trajectories", "validated_windows", "scored_groups", "trained_checkpoint"]
+STARTUP_SECONDS = 120
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def graphql(port: int, query: str) -> dict[str, JsonValue]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    assert isinstance(body, dict) and "errors" not in body, body
+    data = body["data"]
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture
+def webserver(instance_home: Path) -> Iterator[int]:
+    """dagster-webserver on 127.0.0.1 against the test's instance, as `babylon dev` runs it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("dagster-webserver")),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert process.poll() is None, "dagster-webserver exited during startup"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).close()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, f"dagster-webserver did not answer within {STARTUP_SECONDS}s"
+                time.sleep(0.5)
+        yield port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def instance_home(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The project layout under tmp_path: BABYLON_HOME/dagster_home with the project's dagster.yaml."""
+    monkeypatch.setenv("BABYLON_HOME", str(tmp_path))
+    home = tmp_path / "dagster_home"
+    with project_instance(database_url, home, monkeypatch):
+        yield home
+
+
+def asset_nodes(port: int) -> dict[str, list[str]]:
+    """Asset -> its upstream assets, once the code location has loaded."""
+    query = "{ assetNodes { assetKey { path } dependencyKeys { path } } }"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        data = graphql(port, query)
+        nodes = data["assetNodes"]
+        assert isinstance(nodes, list)
+        if nodes or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    found: dict[str, list[str]] = {}
+    for node in nodes:
+        assert isinstance(node, dict)
+        key, deps = node["assetKey"], node["dependencyKeys"]
+        assert isinstance(key, dict) and isinstance(deps, list)
+        found[key_path(key)] = sorted(key_path(dep) for dep in deps)
+    return found
+
+
+def key_path(asset_key: JsonValue) -> str:
+    assert isinstance(asset_key, dict)
+    path = asset_key["path"]
+    assert isinstance(path, list)
+    return "/".join(map(str, path))
+
+
+def materialized_partitions(port: int, asset: str) -> list[str | None]:
+    data = graphql(
+        port,
+        f'{{ assetOrError(assetKey: {{path: ["{asset}"]}}) {{ ... on Asset {{ assetMaterializations(limit: 10) '
+        "{ partition runId } } } }",
+    )
+    asset_data = data["assetOrError"]
+    assert isinstance(asset_data, dict)
+    materializations = asset_data["assetMaterializations"]
+    assert isinstance(materializations, list)
+    return [
+        str(item["partition"]) if isinstance(item, dict) and item["partition"] else None for item in materializations
+    ]
+
+
+def test_train_command_then_the_ui_shows_the_chain_and_its_runs(
+    database_url: str, instance_home: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
+    short, first, second = simulate_windows(database_url, windows=3, agents=5)
+    drop_one_agent(database_url, short)
+
+    code = main(["train", "--iterations", "1", "--windows-per-iteration", "2"])
+
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert "2 scored, 1 skipped of 3 eligible" in output
+    assert f"skipped {short}: 4 valid agents < 5" in output
+    assert "14 accepted, 1 rejected" in output
+
+    port: int = request.getfixturevalue("webserver")
+    assert asset_nodes(port) == {
+        "raw_trajectories": [],
+        "validated_windows": ["raw_trajectories"],
+        "scored_groups": ["validated_windows"],
+        "trained_checkpoint": ["scored_groups"],
+    }
+    assert sorted(map(str, materialized_partitions(port, "raw_trajectories"))) == [short, first, second]
+    assert sorted(map(str, materialized_partitions(port, "scored_groups"))) == [first, second]
+    assert materialized_partitions(port, "trained_checkpoint") == [None]
