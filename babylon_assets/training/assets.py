@@ -70,8 +70,10 @@ def training_metadata(result: TrainingResult) -> dict[str, dg.MetadataValue]:
     group_name="training",
     kinds={"pytorch", "wandb", "postgres"},
     owners=OWNERS,
-    # The instance limits runs with this tag to one at a time.
+    # The instance limits runs with this tag to one at a time; the pool also covers runs launched
+    # without the tag (e.g. a hand-picked materialization) once the instance limits the pool.
     op_tags={TRAINING_WORKLOAD_TAG: TRAINING_WORKLOAD},
+    pool=TRAINING_WORKLOAD,
     description=(
         "The persistent policy after this materialization's training steps: reads scored windows from "
         "PostgreSQL (tables trajectory_scores, trajectory_validations), writes checkpoints under "
