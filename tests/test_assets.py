@@ -9,6 +9,7 @@ import pytest
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 from psycopg import sql
 
+from babylon_assets.cli import main
 from babylon_assets.definitions import defs
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.models import parse_window_key
@@ -118,3 +119,52 @@ def test_rematerializing_a_window_replaces_its_results(database_url: str, instan
     assert counts(database_url, key) == first
     assert first["trajectory_validations"] == 6
     assert first["trajectory_scores"] == 6
+
+
+def fail_scoring_of(url: str, key: str) -> None:
+    """A real database error while storing this window's scores (a trigger), and for no other window."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            """
+            CREATE FUNCTION refuse_window_score() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.window_id = TG_ARGV[0]::timestamptz THEN
+                    RAISE EXCEPTION 'storage refused the scores of this window';
+                END IF;
+                RETURN NEW;
+            END $$
+            """
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER refuse_window_score BEFORE INSERT OR UPDATE ON window_scores "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_window_score({})"
+            ).format(sql.Literal(parse_window_key(key).isoformat()))
+        )
+
+
+def test_train_command_fails_naming_the_failed_window_and_trains_nothing(
+    database_url: str,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("BABYLON_HOME", str(tmp_path))  # the instance fixture's home is tmp_path/dagster_home
+    failing, short, good = simulate_windows(database_url, windows=3, agents=5)
+    fail_scoring_of(database_url, failing)
+    drop_one_agent(database_url, short)
+
+    code = main(["train", "--iterations", "1"])
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"window {short} skipped: 4 valid agents < 5" in captured.err
+    assert f"1 of 3 window(s) failed, so nothing was trained: {failing} (scored_groups:" in captured.err
+    assert "storage refused the scores of this window" in captured.err
+    assert "windows:" not in captured.out  # no summary: partial success is not success
+    # The window after the failing one still went through; nothing was trained.
+    assert counts(database_url, good)["window_scores"] == 1
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM policy_checkpoints").fetchone()
+    assert row is not None and row[0] == 0
