@@ -42,11 +42,6 @@ class WandbRun:
         # Offline runs have no page until `wandb sync`; asking wandb for one only prints a warning.
         return str(self._run.url) if self._online else None
 
-    @property
-    def directory(self) -> Path:
-        """The local run folder: what `wandb sync` uploads."""
-        return Path(str(self._run.settings.sync_dir))
-
     def log(self, metrics: dict[str, float], *, step: int) -> None:
         self._run.log(metrics, step=step)
 
