@@ -10,7 +10,7 @@ from psycopg.rows import TupleRow
 from babylon_assets.db.connection import connect
 from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.jobs import training_job
-from babylon_assets.trajectories.config import WindowConfig
+from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.models import window_key
 from resources.database import DatabaseResource
 
@@ -63,7 +63,8 @@ def build_training_sensor(min_fresh_windows: int = MIN_FRESH_WINDOWS) -> dg.Sens
     def training_sensor(
         context: dg.SensorEvaluationContext, database: DatabaseResource
     ) -> dg.SkipReason | dg.RunRequest:
-        since = datetime.now(UTC) - timedelta(hours=WindowConfig().lookback_hours)
+        # The training run only picks windows inside its lookback; older ones would never be used.
+        since = datetime.now(UTC) - timedelta(hours=TrainingConfig().lookback_hours)
         with connect(database.url()) as conn:
             fresh = fresh_scored_windows(conn, since=since)
         if len(fresh) < min_fresh_windows:

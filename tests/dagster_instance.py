@@ -30,10 +30,15 @@ def project_instance(url: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> I
         yield instance
     finally:
         instance.dispose()
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(storage_target(url).db_name))
-            )
+        drop_dagster_database(url)
+
+
+def drop_dagster_database(url: str) -> None:
+    """The instance database prepare_instance created next to the test database."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(storage_target(url).db_name))
+        )
 
 
 def simulate_windows(url: str, *, windows: int, agents: int = 5, seed: int = 7) -> list[str]:

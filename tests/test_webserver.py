@@ -16,7 +16,7 @@ import pytest
 from pydantic import JsonValue
 
 from babylon_assets.cli import main
-from tests.dagster_instance import drop_one_agent, project_instance, simulate_windows
+from tests.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ["raw_trajectories", "validated_windows", "scored_groups", "trained_checkpoint"]
@@ -155,3 +155,52 @@ def test_train_command_then_the_ui_shows_the_chain_and_its_runs(
     assert sorted(map(str, materialized_partitions(port, "raw_trajectories"))) == [short, first, second]
     assert sorted(map(str, materialized_partitions(port, "scored_groups"))) == [first, second]
     assert materialized_partitions(port, "trained_checkpoint") == [None]
+
+
+def wait_for_ui(port: int, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        assert process.poll() is None, "babylon dev exited during startup"
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).close()
+            return
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, f"the UI did not answer within {STARTUP_SECONDS}s"
+            time.sleep(0.5)
+
+
+def test_babylon_dev_serves_the_ui_and_ctrl_c_stops_everything(database_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("babylon")), "dev", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url, "BABYLON_HOME": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    dagster_group: int | None = None
+    try:
+        wait_for_ui(port, process)
+        (dagster_dev,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        dagster_group = os.getpgid(int(dagster_dev))
+        assert dagster_group != os.getpgid(process.pid)  # its own group, stopped as one
+        assert (tmp_path / "dagster_home" / "dagster.yaml").is_file()
+
+        process.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
+        assert process.wait(timeout=60) == 0
+        assert process.stdout is not None
+        assert f"Dagster UI at http://127.0.0.1:{port}" in process.stdout.read()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.killpg(dagster_group, 0)
+            except ProcessLookupError:
+                break  # every webserver, daemon and code server process is gone
+            assert time.monotonic() < deadline, "Dagster processes outlived babylon dev"
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        drop_dagster_database(database_url)
