@@ -51,43 +51,32 @@ def training_run_key(window_keys: list[str]) -> str:
     return f"train-{digest}"
 
 
-def build_training_sensor(min_fresh_windows: int = MIN_FRESH_WINDOWS) -> dg.SensorDefinition:
-    @dg.sensor(
-        name="training_sensor",
-        job=training_job,
-        minimum_interval_seconds=60,
-        description=(
-            f"Requests one training run when {min_fresh_windows}+ scored windows exist that no checkpoint has used."
-        ),
+@dg.sensor(
+    job=training_job,
+    minimum_interval_seconds=60,
+    description=f"Requests one training run when {MIN_FRESH_WINDOWS}+ scored windows exist that no checkpoint used.",
+)
+def training_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SkipReason | dg.RunRequest:
+    # The training run only picks windows inside its lookback; older ones would never be used.
+    since = datetime.now(UTC) - timedelta(hours=TrainingConfig().lookback_hours)
+    with connect(database.url()) as conn:
+        fresh = fresh_scored_windows(conn, since=since)
+    if len(fresh) < MIN_FRESH_WINDOWS:
+        return dg.SkipReason(f"{len(fresh)} fresh windows < {MIN_FRESH_WINDOWS}")
+    active = context.instance.get_runs(
+        filters=dg.RunsFilter(tags={TRAINING_WORKLOAD_TAG: TRAINING_WORKLOAD}, statuses=ACTIVE_RUN_STATUSES),
+        limit=1,
     )
-    def training_sensor(
-        context: dg.SensorEvaluationContext, database: DatabaseResource
-    ) -> dg.SkipReason | dg.RunRequest:
-        # The training run only picks windows inside its lookback; older ones would never be used.
-        since = datetime.now(UTC) - timedelta(hours=TrainingConfig().lookback_hours)
-        with connect(database.url()) as conn:
-            fresh = fresh_scored_windows(conn, since=since)
-        if len(fresh) < min_fresh_windows:
-            return dg.SkipReason(f"{len(fresh)} fresh windows < {min_fresh_windows}")
-        active = context.instance.get_runs(
-            filters=dg.RunsFilter(tags={TRAINING_WORKLOAD_TAG: TRAINING_WORKLOAD}, statuses=ACTIVE_RUN_STATUSES),
-            limit=1,
+    if active:
+        return dg.SkipReason(
+            f"{len(fresh)} fresh windows >= {MIN_FRESH_WINDOWS}, but training run {active[0].run_id} "
+            f"({active[0].status.value}) has not finished; waiting for it"
         )
-        if active:
-            return dg.SkipReason(
-                f"{len(fresh)} fresh windows >= {min_fresh_windows}, but training run {active[0].run_id} is "
-                f"{active[0].status.value.lower()}; waiting for it to finish"
-            )
-        return dg.RunRequest(
-            run_key=training_run_key(fresh),
-            tags={
-                "babylon/fresh_windows": str(len(fresh)),
-                "babylon/first_window": fresh[0],
-                "babylon/last_window": fresh[-1],
-            },
-        )
-
-    return training_sensor
-
-
-training_sensor = build_training_sensor()
+    return dg.RunRequest(
+        run_key=training_run_key(fresh),
+        tags={
+            "babylon/fresh_windows": str(len(fresh)),
+            "babylon/first_window": fresh[0],
+            "babylon/last_window": fresh[-1],
+        },
+    )

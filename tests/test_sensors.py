@@ -179,6 +179,15 @@ def test_training_sensor_waits_for_three_fresh_windows(use_database: str, instan
     assert isinstance(again, dg.RunRequest)
     assert again.run_key == request.run_key
 
+    # While a training run is in progress, no second one is requested.
+    running = instance.add_run(
+        dg.DagsterRun(job_name="training_job", tags={"workload": "training"}, status=dg.DagsterRunStatus.STARTED)
+    )
+    busy = tick_training(instance)
+    assert isinstance(busy, dg.SkipReason)
+    assert f"training run {running.run_id} (STARTED) has not finished" in str(busy.skip_message)
+    instance.delete_run(running.run_id)
+
     # A checkpoint trained on them: they are no longer fresh.
     mark_trained(url, [hours_ago(5), hours_ago(4), hours_ago(3)])
     add_scored_window(url, hours_ago(2))
