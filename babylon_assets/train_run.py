@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import connect_async, resolve_database_url
 from babylon_assets.db.migrate import require_migrated
+from babylon_assets.definitions import defs
 from babylon_assets.errors import BabylonError
 from babylon_assets.instance import instance_environment, prepare_instance
 from babylon_assets.partitions import HOUR, eligible_windows_between, hour_floor, latest_completed_window
@@ -160,7 +161,6 @@ def train(window_config: WindowConfig, training_config: TrainingConfig) -> Train
     prepare_instance(url)
     # In-process runs and their resources read these, exactly like `babylon dev`'s processes.
     os.environ.update(instance_environment(url))
-    from babylon_assets.definitions import defs  # after the environment is in place
 
     candidates = asyncio.run(_discover(url, window_config, datetime.now(UTC)))
     if not candidates:
