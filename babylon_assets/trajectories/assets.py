@@ -7,7 +7,7 @@ PostgreSQL; the assets only report what happened as metadata and gate the window
 import asyncio
 import warnings
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 import psycopg
@@ -49,9 +49,10 @@ def raw_window_summary(conn: psycopg.Connection[TupleRow], window_id: datetime) 
                coalesce(sum(CASE WHEN jsonb_typeof(steps) = 'array' THEN jsonb_array_length(steps) END), 0),
                coalesce(sum(pg_column_size(t.*)), 0)
         FROM trajectories AS t
-        WHERE window_id = %s
+        WHERE window_id >= %s AND window_id < %s
         """,
-        (window_id,),
+        # The reader's rule: a row belongs to the UTC hour its window id falls in, on the hour or not.
+        (window_id, window_id + timedelta(hours=1)),
     ).fetchone()
     assert row is not None  # an aggregate without GROUP BY always returns one row
     return RawWindowSummary(rows=row[0], agents=row[1], steps=row[2], bytes=row[3])
