@@ -88,10 +88,10 @@ def instance_config(url: str) -> dict[str, YamlValue]:
     """The content of dagster.yaml for the data database `url`."""
     return {
         "storage": {"postgres": {"postgres_db": storage_target(url).postgres_db()}},
-        "run_coordinator": {
-            "module": "dagster.core.run_coordinator",
-            "class": "QueuedRunCoordinator",
-            "config": {
+        # The queue the daemon works through; its limits live under `concurrency` below.
+        "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"},
+        "concurrency": {
+            "runs": {
                 # Each run is a process with the whole import tree (torch included); a first sensor tick
                 # may request a week of windows, which then wait in the queue instead of thrashing.
                 "max_concurrent_runs": MAX_CONCURRENT_RUNS,
@@ -100,6 +100,9 @@ def instance_config(url: str) -> dict[str, YamlValue]:
                     {"key": TRAINING_WORKLOAD_TAG, "value": TRAINING_WORKLOAD, "limit": 1},
                 ],
             },
+            # The only pool is trained_checkpoint's "training": one training step at a time even for
+            # a run without the workload tag (a materialization picked by hand in the UI).
+            "pools": {"default_limit": 1},
         },
         "telemetry": {"enabled": False},
     }

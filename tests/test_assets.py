@@ -57,6 +57,11 @@ def counts(url: str, key: str) -> dict[str, int]:
 def test_one_window_end_to_end_on_a_postgres_instance(database_url: str, instance: dg.DagsterInstance) -> None:
     assert isinstance(instance.run_storage, PostgresRunStorage)
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+    assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+    concurrency = instance.get_concurrency_config()
+    assert concurrency.run_queue_config is not None
+    assert concurrency.run_queue_config.tag_concurrency_limits == [{"key": "workload", "value": "training", "limit": 1}]
+    assert concurrency.pool_config.default_pool_limit == 1
     (key,) = simulate_windows(database_url, windows=1, agents=5)
 
     result = run_window(instance, key)

@@ -90,13 +90,13 @@ def test_instance_config_keeps_the_password_out_of_the_yaml() -> None:
             }
         }
     }
-    assert config["run_coordinator"] == {
-        "module": "dagster.core.run_coordinator",
-        "class": "QueuedRunCoordinator",
-        "config": {
+    assert config["run_coordinator"] == {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+    assert config["concurrency"] == {
+        "runs": {
             "max_concurrent_runs": 4,
             "tag_concurrency_limits": [{"key": "workload", "value": "training", "limit": 1}],
         },
+        "pools": {"default_limit": 1},
     }
     assert config["telemetry"] == {"enabled": False}
     assert instance_environment(url)[DAGSTER_PASSWORD_ENV] == "s3cret-pw"
