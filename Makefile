@@ -15,6 +15,7 @@ demo: $(VENV)/.installed
 	$(BIN)/babylon migrate
 	$(BIN)/babylon simulate --agents 5 --windows 3 --seed 7
 	$(BIN)/babylon verify
+	$(BIN)/babylon train --iterations 2 --windows-per-iteration 3
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
