@@ -16,6 +16,7 @@ demo: $(VENV)/.installed
 	$(BIN)/babylon simulate --agents 5 --windows 3 --seed 7
 	$(BIN)/babylon verify
 	$(BIN)/babylon train --iterations 2 --windows-per-iteration 3
+	$(BIN)/babylon lineage
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
