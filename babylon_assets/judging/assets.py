@@ -9,9 +9,11 @@ import warnings
 from datetime import datetime
 
 import dagster as dg
+import pandas as pd
 
 from babylon_assets.db.connection import connect_async
 from babylon_assets.judging.scoring import ScoreCompleteness, WindowScoring, score_completeness, score_window
+from babylon_assets.metadata import markdown_table, score_distribution
 from babylon_assets.partitions import window_partitions
 from babylon_assets.trajectories.models import parse_window_key
 from resources.database import DatabaseResource
@@ -21,18 +23,23 @@ OWNERS = ["team:ml-platform"]
 SCORED_GROUPS_COMPLETE = "scored_groups_complete"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def scores_table(scoring: WindowScoring) -> str:
     """The window's scores as a markdown table, best first."""
-    lines = ["| rank | agent | trajectory | group | score |", "| ---: | --- | --- | ---: | ---: |"]
-    for rank, row in enumerate(scoring.scores, start=1):
-        lines.append(
-            f"| {rank} | {_cell(row.agent_id)} | {_cell(row.trajectory_id)} | {row.group_index} | {row.score:.3f} |"
-        )
-    return "\n".join(lines)
+    frame = pd.DataFrame(
+        {
+            "rank": range(1, len(scoring.scores) + 1),
+            "agent": [row.agent_id for row in scoring.scores],
+            "trajectory": [row.trajectory_id for row in scoring.scores],
+            "group": [row.group_index for row in scoring.scores],
+            "score": [row.score for row in scoring.scores],
+        }
+    )
+    return markdown_table(frame, floatfmt=".3f")
+
+
+def score_distribution_table(scoring: WindowScoring) -> str:
+    """How the window's scores spread over [0, 1]: trajectories per 0.1 bin."""
+    return markdown_table(score_distribution([row.score for row in scoring.scores], count_label="trajectories"))
 
 
 def scoring_metadata(scoring: WindowScoring) -> dict[str, dg.MetadataValue]:
@@ -53,6 +60,7 @@ def scoring_metadata(scoring: WindowScoring) -> dict[str, dg.MetadataValue]:
         "top_agent": dg.MetadataValue.text(scoring.top_agent),
         "bottom_agent": dg.MetadataValue.text(scoring.bottom_agent),
         "scores": dg.MetadataValue.md(scores_table(scoring)),
+        "score_distribution": dg.MetadataValue.md(score_distribution_table(scoring)),
     }
 
 

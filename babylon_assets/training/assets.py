@@ -4,8 +4,10 @@ A thin wrapper over `train_policy`; the metadata tells what was trained on and w
 """
 
 import dagster as dg
+import pandas as pd
 
 from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
+from babylon_assets.metadata import markdown_table
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.train import train_policy
 from babylon_assets.training.types import TrainingResult
@@ -16,24 +18,21 @@ from resources.wandb import WandbResource
 OWNERS = ["team:ml-training"]
 
 
-def _number(value: float | None) -> str:
-    return "—" if value is None else f"{value:.6f}"
-
-
 def steps_table(result: TrainingResult) -> str:
     """One markdown row per step: what it trained on, its loss and reward, and its held-out margin."""
-    lines = [
-        "| step | windows | trajectories | dropout | loss | reward | grad norm | eval margin |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for record in result.steps:
-        metrics = record.metrics
-        lines.append(
-            f"| {record.step} | {len(record.windows)} | {record.trajectories} | {record.dropout_rate:.2f} "
-            f"| {_number(metrics.get('train/loss'))} | {_number(metrics.get('train/reward'))} "
-            f"| {_number(metrics.get('train/grad_norm'))} | {_number(record.eval_margin_after)} |"
-        )
-    return "\n".join(lines)
+    frame = pd.DataFrame(
+        {
+            "step": [record.step for record in result.steps],
+            "windows": [len(record.windows) for record in result.steps],
+            "trajectories": [record.trajectories for record in result.steps],
+            "dropout": [record.dropout_rate for record in result.steps],
+            "loss": [record.metrics.get("train/loss") for record in result.steps],
+            "reward": [record.metrics.get("train/reward") for record in result.steps],
+            "grad norm": [record.metrics.get("train/grad_norm") for record in result.steps],
+            "eval margin": [record.eval_margin_after for record in result.steps],
+        }
+    )
+    return markdown_table(frame, floatfmt=("", "", "", ".2f", ".6f", ".6f", ".6f", ".6f"))
 
 
 def _margin(value: float | None) -> dg.MetadataValue:

@@ -6,7 +6,6 @@ PostgreSQL; the assets only report what happened as metadata and gate the window
 
 import asyncio
 import warnings
-from collections import Counter
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
 from babylon_assets.db.connection import connect, connect_async
 from babylon_assets.errors import BabylonError
+from babylon_assets.metadata import counts_by, markdown_table
 from babylon_assets.partitions import window_partitions
 from babylon_assets.trajectories.config import WindowConfig
 from babylon_assets.trajectories.models import Rejection, WindowLoad, parse_window_key
@@ -62,12 +62,9 @@ def rejections_table(rejected: list[Rejection]) -> str:
     """Rejected rows counted by reason, as a markdown table (most frequent first)."""
     if not rejected:
         return "No rejected trajectories."
-    counts = Counter(rejection.reason for rejection in rejected)
-    lines = ["| reason | trajectories |", "| --- | ---: |"]
-    for reason, count in counts.most_common():
-        cell = reason.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {cell} | {count} |")
-    return "\n".join(lines)
+    return markdown_table(
+        counts_by([rejection.reason for rejection in rejected], label="reason", count_label="trajectories")
+    )
 
 
 def enough_agents_verdict(load: WindowLoad, min_agents: int) -> dg.AssetCheckResult:
