@@ -5,15 +5,17 @@ unreachable `DATABASE_URL`.
 """
 
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.rows import TupleRow
 
-from babylon_assets.errors import BabylonError
+from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.profile import active_profile
 
 DATABASE_URL_ENV = "DATABASE_URL"
 BABYLON_HOME_ENV = "BABYLON_HOME"
@@ -31,12 +33,31 @@ def babylon_home() -> Path:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe for logs and metadata."""
+    """The connection string with any password replaced, safe for logs and metadata.
+
+    Covers the URL's user part (`postgresql://user:pw@host`), its `password=` query parameter, and a
+    libpq `key=value` string (`host=... password=pw`).
+    """
+    if "://" not in url:
+        return _CONNINFO_PASSWORD.sub(r"\g<1>***", url)
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostinfo}"
+    query = "&".join(
+        "password=***" if pair.partition("=")[0].lower() == "password" else pair for pair in parts.query.split("&")
+    )
+    # Rebuilt by hand: urlunsplit drops the `//` of an empty host (`postgresql:///db`).
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
+
+
+# `password=secret` or `password = 'quoted \' secret'` in a libpq key=value string.
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 # pgserver keeps one handle per process and stops the server when the last process lets go,
@@ -61,10 +82,15 @@ def start_embedded_server(data_dir: Path) -> str:
 
 
 def resolve_database_url() -> str:
-    """`DATABASE_URL` when set; otherwise the embedded server, announced in one line on stderr."""
+    """`DATABASE_URL` when set; otherwise (local profile only) the embedded server, announced on stderr."""
     url = os.environ.get(DATABASE_URL_ENV, "").strip()
     if url:
         return url
+    if active_profile() == "production":
+        raise ConfigurationError(
+            f"the production profile needs {DATABASE_URL_ENV}; set it to the PostgreSQL holding the trajectories "
+            "(postgresql://USER@HOST:PORT/DB), or use BABYLON_PROFILE=local for the embedded server"
+        )
     data_dir = babylon_home() / "pgdata"
     announced = data_dir in _embedded_urls
     url = start_embedded_server(data_dir)
