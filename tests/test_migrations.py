@@ -41,7 +41,7 @@ def test_new_migration_is_applied_alone_and_a_failing_one_leaves_nothing(
     (folder / "9000_extra.sql").write_text("CREATE TABLE extra (id int);")
     assert apply_migrations(empty_database_url, folder).applied == ["9000_extra.sql"]
     (folder / "9001_broken.sql").write_text("CREATE TABLE half (id int); SELECT no_such_function();")
-    with pytest.raises(psycopg.errors.UndefinedFunction):
+    with pytest.raises(MigrationError, match=r"migrations/9001_broken.sql failed and was rolled back \(function"):
         apply_migrations(empty_database_url, folder)
     with psycopg.connect(empty_database_url) as conn:
         assert conn.execute("SELECT to_regclass('half')").fetchone() == (None,)

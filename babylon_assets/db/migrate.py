@@ -5,6 +5,7 @@ import re
 from importlib.resources import files
 from pathlib import Path
 
+import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import connect
@@ -90,12 +91,21 @@ def apply_migrations(url: str, directory: Path | None = None) -> MigrationReport
                         )
                     already.append(item.name)
                     continue
-                with conn.transaction():
-                    conn.execute(item.sql.encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
-                        (item.name, item.checksum),
-                    )
+                try:
+                    with conn.transaction():
+                        conn.execute(item.sql.encode())
+                        conn.execute(
+                            "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
+                            (item.name, item.checksum),
+                        )
+                except psycopg.DatabaseError as error:
+                    # Re-raised as one line naming the file; its transaction rolled back, so nothing of it stays.
+                    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    raise MigrationError(
+                        f"migrations/{item.name} failed and was rolled back ({first_line}); "
+                        f"{len(applied)} earlier migration(s) of this run are applied. Fix the file and run "
+                        "`babylon migrate` again"
+                    ) from error
                 applied.append(item.name)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))

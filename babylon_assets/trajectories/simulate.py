@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter
 from tqdm import tqdm
 
@@ -722,8 +723,10 @@ def insert_windows(url: str, simulated: Iterator[SimulatedWindow], *, start: dat
             (start, end, SIMULATOR_SOURCE),
         )
         for table in ("market_outcomes_stock", "market_outcomes_prediction"):
-            # Fixed table names, not user input.
-            cur.execute(f"DELETE FROM {table} WHERE window_id >= %s AND window_id < %s", (start, end))  # noqa: S608
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE window_id >= %s AND window_id < %s").format(sql.Identifier(table)),
+                (start, end),
+            )
         stocks: list[tuple[datetime, StockOutcome]] = []
         predictions: list[tuple[datetime, PredictionOutcome]] = []
         with cur.copy(f"COPY trajectories ({TRAJECTORY_COLUMNS}) FROM STDIN") as copy:
