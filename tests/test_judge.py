@@ -1,11 +1,13 @@
 """The RULER judge end to end: real ART `ruler` code, real LiteLLM HTTP, a local judge server, real PostgreSQL."""
 
+import importlib
 import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from statistics import fmean
 
+import litellm
 import psycopg
 import pytest
 from psycopg.rows import TupleRow
@@ -47,7 +49,7 @@ async def conn(database_url: str) -> AsyncIterator[AsyncConn]:
         yield connection
 
 
-def ruler_judge(server: JudgeServer, **overrides: float | int | str) -> RulerJudge:
+def ruler_judge(server: JudgeServer, **overrides: float | int | str | SecretStr) -> RulerJudge:
     settings = RulerSettings(
         judge_model="openai/test-judge",
         api_base=server.api_base,
@@ -170,6 +172,23 @@ async def test_rescoring_a_window_is_served_from_the_cache_without_any_judge_cal
     assert await cursor.fetchone() == (4, 400)
 
 
+async def test_another_judge_model_does_not_reuse_the_cached_answers(
+    database_url: str, conn: AsyncConn, server: JudgeServer
+) -> None:
+    [window_id] = await seeded_windows(database_url, conn)
+    await score_window(conn, ruler_judge(server), window_id)
+
+    other = await score_window(conn, ruler_judge(server, judge_model="openai/other-judge"), window_id)
+
+    assert (other.calls_made, other.calls_cached) == (2, 0)
+    assert server.request_count == 4
+
+
+def test_art_own_ruler_is_left_untouched_for_other_callers() -> None:
+    # The judge runs a private copy of `ruler`; ART's module keeps calling LiteLLM directly.
+    assert importlib.import_module("art.rewards.ruler").acompletion is litellm.acompletion
+
+
 async def test_tokens_and_cost_come_from_litellm_usage_and_prices(
     database_url: str, conn: AsyncConn, server: JudgeServer
 ) -> None:
@@ -249,6 +268,22 @@ async def test_unusable_answers_are_retried_then_raised_quoting_the_last_answer(
     assert quoted in str(raised.value)
     cursor = await conn.execute("SELECT count(*) FROM judge_cache")
     assert await cursor.fetchone() == (0,), "an unusable answer is never cached"
+
+
+async def test_the_api_key_is_cut_out_of_a_quoted_answer_and_the_stored_failure(
+    database_url: str, conn: AsyncConn, server: JudgeServer
+) -> None:
+    [window_id] = await seeded_windows(database_url, conn)
+    secret = "sk-echoed-by-a-broken-proxy-0123456789"
+    server.responder = lambda request: Reply(content=f"cannot parse; you sent {request.authorization}")
+
+    with pytest.raises(JudgeFailedError) as raised:
+        await score_window(conn, ruler_judge(server, permutations=1, api_key=SecretStr(secret)), window_id)
+
+    assert {request.authorization for request in server.requests} == {f"Bearer {secret}"}
+    assert "you sent Bearer" in str(raised.value) and secret not in str(raised.value)
+    cursor = await conn.execute("SELECT reason FROM judge_failures WHERE window_id = %s", (window_id,))
+    assert await cursor.fetchone() == (str(raised.value),)
 
 
 async def test_a_judge_that_recovers_within_the_retries_scores_the_window(

@@ -83,7 +83,6 @@ class GroupScoring(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     group_index: NonNegativeInt
-    trajectory_ids: list[str]
     scores: dict[str, UnitScore]
     permutations: list[PermutationScore]
     stats: CallStats

@@ -129,7 +129,6 @@ class OutcomeJudge:
         assessments = [(trajectory, assess(trajectory, group.outcomes)) for trajectory in group.trajectories]
         return GroupScoring(
             group_index=group.group_index,
-            trajectory_ids=[trajectory.trajectory_id for trajectory in group.trajectories],
             scores={trajectory.trajectory_id: assessment.score for trajectory, assessment in assessments},
             permutations=[
                 PermutationScore(

@@ -5,23 +5,23 @@ Guards against art 0.5.18 (see ../shared/reference/art-and-dagster.md, RULER):
   we call the lower-level `ruler` and map every score by the trajectory id the judge returned.
 - Scores are not range-checked (1.7 passes through): an answer with a score outside [0, 1], a
   missing, repeated or unknown id is rejected and asked again.
-- RULER has no cache (it passes caching=False) and returns neither the raw answer nor usage: its
-  `acompletion` is routed through `_acompletion_through_cache` below, which serves cached answers,
-  records what was received, and applies our concurrency limit.
+- `ruler` has no cache (it passes caching=False), no concurrency limit, returns neither the raw
+  answer nor its usage, and takes no completion function: see `_ruler_completing_with`.
 - `swallow_exceptions=True` makes a failed group vanish: never used; failures raise.
 """
 
 import asyncio
-import importlib
 import json
 import math
-from contextvars import ContextVar
+import types
+from collections.abc import Callable
+from typing import TypeVar, cast
 
 import litellm
 import openai
 from art.rewards import ruler
 from litellm.exceptions import BadRequestError
-from litellm.types.utils import Choices, ModelResponse
+from litellm.types.utils import Choices, ModelResponse, Usage
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
@@ -49,6 +49,32 @@ _CHAT_MESSAGES = TypeAdapter(list[ChatCompletionMessageParam])
 # How much of a bad answer an error message quotes.
 QUOTE_CHARS = 600
 
+_Function = TypeVar("_Function", bound=Callable[..., object])
+
+
+def _ruler_completing_with(function: _Function, complete: Callable[..., object]) -> _Function:
+    """A private copy of ART's `ruler` (passed as `function`) whose LiteLLM `acompletion` is `complete`.
+
+    Workaround for art 0.5.18: `ruler` calls the module global `acompletion` and offers no hook, so
+    caching, usage, the raw answer and the concurrency limit can only be had by swapping that name.
+    The copy gets globals of its own: ART's module is never modified, so other code using RULER is
+    unaffected, and concurrent judge calls never see each other's `complete`.
+    """
+    if not isinstance(function, types.FunctionType) or "acompletion" not in function.__code__.co_names:
+        raise RuntimeError(
+            "art.rewards.ruler no longer calls a module-level `acompletion` (art != 0.5.18?): "
+            "the judge cache and usage records would be bypassed; update _ruler_completing_with"
+        )
+    private = types.FunctionType(
+        function.__code__,
+        {**function.__globals__, "acompletion": complete},
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    private.__kwdefaults__ = function.__kwdefaults__
+    return cast(_Function, private)
+
 
 class RulerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -66,7 +92,7 @@ class RulerSettings(BaseModel):
 
 
 class _JudgeCall:
-    """The RULER call in flight in the current task: set before `ruler()`, filled by the wrapper."""
+    """One attempt at one order of one group: `complete` stands in for RULER's `acompletion`."""
 
     def __init__(self, judge: "RulerJudge", cache: AnswerCache, permutation: int) -> None:
         self.judge = judge
@@ -74,37 +100,41 @@ class _JudgeCall:
         self.permutation = permutation
         self.cache_key: str | None = None
         self.cached: CachedAnswer | None = None
+        # Set only once an answer arrived (from the judge or the cache): an error raised before
+        # that is ours, not the judge's.
         self.raw_answer: str | None = None
         self.stats = CallStats()
 
-    async def complete(self, request: dict[str, object]) -> ModelResponse:
+    async def complete(self, **request: object) -> ModelResponse:
         settings = self.judge.settings
         messages_json = json.dumps(request["messages"], sort_keys=True, ensure_ascii=False)
         self.cache_key = answer_cache_key(settings.judge_model, RUBRIC_VERSION, messages_json, self.permutation)
         self.cached = await self.cache.get(self.cache_key)
         if self.cached is not None:
-            self.raw_answer = self.cached.raw_answer
             self.stats = CallStats(calls_cached=1)
+            self.raw_answer = self.cached.raw_answer
             return ModelResponse(
                 model=settings.judge_model,
                 choices=[{"index": 0, "message": {"role": "assistant", "content": self.raw_answer}}],
             )
         async with self.judge.limiter():
             self.stats = CallStats(calls_made=1)
-            response: ModelResponse = await litellm.acompletion(**request)
+            response = await litellm.acompletion(**request)
+        usage = getattr(response, "usage", None)
+        if not isinstance(response, ModelResponse) or not isinstance(usage, Usage):
+            raise TypeError(f"LiteLLM returned {type(response).__name__} without usage for a judge call")
+        cost = self.judge.cost_usd(response)
+        self.stats = CallStats(
+            calls_made=1,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=cost or 0.0,
+            unpriced_calls=1 if cost is None else 0,
+        )
         choice = response.choices[0] if response.choices else None
         content = choice.message.content if isinstance(choice, Choices) else None
         # An answer without text is quoted whole, so an error shows what did arrive.
         self.raw_answer = content if isinstance(content, str) else str(response)
-        cost = self.judge.cost_usd(response)
-        usage = getattr(response, "usage", None)
-        self.stats = CallStats(
-            calls_made=1,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            cost_usd=cost or 0.0,
-            unpriced_calls=1 if cost is None else 0,
-        )
         return response
 
     def answer(self) -> CachedAnswer:
@@ -119,21 +149,6 @@ class _JudgeCall:
             completion_tokens=self.stats.completion_tokens,
             cost_usd=None if self.stats.unpriced_calls else self.stats.cost_usd,
         )
-
-
-_current_call: ContextVar[_JudgeCall | None] = ContextVar("babylon_judge_call", default=None)
-
-
-async def _acompletion_through_cache(**request: object) -> ModelResponse:
-    call = _current_call.get()
-    if call is None:  # RULER used outside our judge: unchanged behaviour
-        response: ModelResponse = await litellm.acompletion(**request)
-        return response
-    return await call.complete(request)
-
-
-# `art.rewards.ruler` the attribute is the function; the module holds the `acompletion` it calls.
-setattr(importlib.import_module("art.rewards.ruler"), "acompletion", _acompletion_through_cache)  # noqa: B010
 
 
 class _JudgedScore(BaseModel):
@@ -247,7 +262,6 @@ class RulerJudge:
         permutations = [score for scores, _stats in results for score in scores]
         return GroupScoring(
             group_index=group.group_index,
-            trajectory_ids=ids,
             scores={
                 trajectory_id: math.fsum(p.score for p in permutations if p.trajectory_id == trajectory_id)
                 / len(orders)
@@ -277,27 +291,28 @@ class RulerJudge:
             if attempt:
                 await asyncio.sleep(settings.retry_backoff_seconds * 2 ** (attempt - 1))
             call = _JudgeCall(self, cache, permutation)
-            token = _current_call.set(call)
+            judge_through_call = _ruler_completing_with(ruler, call.complete)
             try:
-                raw_scores = await ruler(
+                raw_scores = await judge_through_call(
                     shown, judge_model=settings.judge_model, extra_litellm_params=self._litellm_params(), rubric=rubric
                 )
                 answer = [_JudgedScore.model_validate(item) for item in raw_scores]
                 found = _answer_problem(answer, len(order))
             except openai.APIError as error:
                 if not _is_retryable(error):
-                    raise JudgeFailedError(
-                        f"window {window_key(group.window_id)}: judge {settings.judge_model} refused group "
-                        f"{group.group_index} (not retried): {_quote(str(error))}. Check the judge model, "
-                        "BABYLON_JUDGE_API_BASE and BABYLON_JUDGE_API_KEY"
+                    raise self._failure(
+                        group,
+                        f"judge {settings.judge_model} refused group {group.group_index} (not retried): "
+                        f"{_quote(str(error))}. Check the judge model, BABYLON_JUDGE_API_BASE and "
+                        "BABYLON_JUDGE_API_KEY",
                     ) from error
                 found = f"{type(error).__name__}: {error}"
                 answer = []
             except ValueError as error:  # RULER's malformed JSON (pydantic) and wrong-count errors
+                if call.raw_answer is None:
+                    raise  # raised before any answer arrived: a defect of ours, not the judge's
                 found = f"{type(error).__name__}: {error}"
                 answer = []
-            finally:
-                _current_call.reset(token)
             stats = stats + call.stats
             last_answer = call.raw_answer if call.raw_answer is not None else "none, the request failed"
             if found is None:
@@ -317,13 +332,21 @@ class RulerJudge:
                 ]
                 return scores, stats
             if call.cached is not None:
-                raise JudgeFailedError(
-                    f"window {window_key(group.window_id)}: the cached judge answer {call.cache_key} no longer "
-                    f"validates ({found}); delete it from judge_cache and re-score"
+                raise self._failure(
+                    group,
+                    f"the cached judge answer {call.cache_key} no longer validates ({_quote(found)}); "
+                    "delete it from judge_cache and re-score",
                 )
             problem = found
-        raise JudgeFailedError(
-            f"window {window_key(group.window_id)}: judge {settings.judge_model} failed on group "
-            f"{group.group_index} (order {permutation}) after {attempts} attempts: {_quote(problem)}. "
-            f"Last answer: {_quote(last_answer)}"
+        raise self._failure(
+            group,
+            f"judge {settings.judge_model} failed on group {group.group_index} (order {permutation}) after "
+            f"{attempts} attempts: {_quote(problem)}. Last answer: {_quote(last_answer)}",
         )
+
+    def _failure(self, group: JudgeGroup, what: str) -> JudgeFailedError:
+        """The error for a group, naming its window; the API key is cut out of anything quoted."""
+        message = f"window {window_key(group.window_id)}: {what}"
+        if self.settings.api_key is not None and self.settings.api_key.get_secret_value():
+            message = message.replace(self.settings.api_key.get_secret_value(), "**********")
+        return JudgeFailedError(message)
