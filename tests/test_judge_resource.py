@@ -116,7 +116,9 @@ def test_the_asset_scores_its_window_reports_metadata_and_passes_its_check(
     assert authorizations == (set() if profile == "local" else {f"Bearer {SECRET}"})
     low, mean, high = (float(str(metadata[name])) for name in ("score_min", "score_mean", "score_max"))
     assert 0 <= low <= mean <= high <= 1
-    assert str(metadata["top_agent"]) in str(metadata["scores"]) and "| rank |" in str(metadata["scores"])
+    # A markdown table, best first: header, rule, then one row per trajectory.
+    header, _rule, best, *rest = str(metadata["scores"]).splitlines()
+    assert "rank" in header and str(metadata["top_agent"]) in best and len(rest) == 5
     for name in ("prompt_tokens", "completion_tokens", "cost_usd", "bottom_agent"):
         assert name in metadata
     [check] = result.get_asset_check_evaluations()
