@@ -26,6 +26,7 @@ from babylon_assets.trajectories.models import (
     StockOutcome,
     Trajectory,
 )
+from babylon_assets.trajectories.reader import load_accepted
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
 
@@ -180,9 +181,15 @@ async def test_scoring_with_the_outcome_judge_stores_the_split_and_replaces_earl
     assert first.score_min <= first.score_mean <= first.score_max
     assert first.top_agent == first.scores[0].agent_id and first.bottom_agent == first.scores[-1].agent_id
     cursor = await conn.execute(
-        "SELECT cardinality(trajectory_ids) FROM judge_groups WHERE window_id = %s ORDER BY group_index", (WINDOW,)
+        "SELECT trajectory_ids FROM judge_groups WHERE window_id = %s ORDER BY group_index", (WINDOW,)
     )
-    assert [row[0] for row in await cursor.fetchall()] == [7, 7, 6]
+    stored = [list(row[0]) for row in await cursor.fetchall()]
+    accepted = await load_accepted(conn, WINDOW)
+    assert stored == [[t.trajectory_id for t in group] for group in split_groups(accepted, 8)]
+    assert [len(group) for group in stored] == [7, 7, 6]
+    assert {row.trajectory_id: row.group_index for row in first.scores} == {
+        trajectory_id: index for index, group in enumerate(stored) for trajectory_id in group
+    }
     cursor = await conn.execute("SELECT count(*) FROM trajectory_scores WHERE window_id = %s", (WINDOW,))
     assert await cursor.fetchone() == (20,)
     assert (await score_completeness(conn, WINDOW)).passed
