@@ -14,20 +14,16 @@ import argparse
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from psycopg import sql
 
-from babylon_assets.db.migrate import apply_migrations
 from babylon_assets.trajectories.reader import load_window
 from babylon_assets.trajectories.simulate import simulate
+from bench.scratch import scratch_database
 
-ADMIN_URL_ENV = "BABYLON_BENCH_ADMIN_URL"
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)
 ROUNDS = 2  # best of; the first round also warms the server's cache
 
@@ -41,12 +37,6 @@ RAW_TEXT_QUERY = (
 
 Conn = psycopg.AsyncConnection[psycopg.rows.TupleRow]
 Reader = Callable[[Conn, datetime], Awaitable[int]]
-
-
-def _database_url(admin_url: str, name: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(admin_url)
-    params["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in params.items()})
 
 
 def _raw(query: str) -> Reader:
@@ -85,13 +75,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=1000)
     parser.add_argument("--agents", type=int, default=50)
     args = parser.parse_args()
-    admin_url = os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN_URL)
-    name = f"babylon_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = _database_url(admin_url, name)
-        apply_migrations(url)
+    with scratch_database() as url:
         started = time.perf_counter()
         # One process per core, each simulating (and inserting) its own consecutive windows.
         workers = os.cpu_count() or 1
@@ -128,9 +112,6 @@ def main() -> None:
         ratio = rates["validated"] / rates["raw"]
         print(f"validated / raw fetch: {ratio:.2f} (target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})")
         print(f"validated / raw text fetch: {rates['validated'] / rates['raw_text']:.2f}")
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

@@ -9,31 +9,22 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import psycopg
-from psycopg import sql
 
-from babylon_assets.db.migrate import apply_migrations
 from babylon_assets.partitions import hour_floor
 from babylon_assets.trajectories.models import window_key
+from bench.scratch import scratch_database
 from resources.database import DatabaseResource
 from sensors.fresh_windows import fresh_windows_sensor
 
-ADMIN_URL = os.environ.get("BABYLON_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AGENTS_PER_WINDOW = 10
 NEW_WINDOWS = 10
 TICKS = 15
 # Small but real step payloads, so the table has a realistic width next to its index.
 STEPS_JSON = "[" + ",".join(f'{{"stepNumber": {n}, "reward": 0.1}}' for n in range(6)) + "]"
-
-
-def database_url(name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in info.items()})
 
 
 def insert_windows(url: str, first_hours_ago: int, last_hours_ago: int, now: datetime) -> None:
@@ -72,16 +63,12 @@ def time_ticks(instance: dg.DagsterInstance, cursor: str) -> tuple[float, int]:
 
 
 def main() -> int:
-    name = f"babylon_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = database_url(name)
-    os.environ["DATABASE_URL"] = url
-    try:
-        apply_migrations(url)
+    with scratch_database() as url:
+        os.environ["DATABASE_URL"] = url
         now = datetime.now(UTC)
-        # The 10 new windows are the last completed ones; the history lies before them.
-        newest, oldest_new = 1, NEW_WINDOWS
+        # The 10 new windows end at least an hour ago, so they are complete whatever the minute (the settle
+        # delay is 10 minutes); the history lies before them.
+        newest, oldest_new = 2, NEW_WINDOWS + 1
         cursor = window_key(hour_floor(now) - timedelta(hours=oldest_new + 1))
         insert_windows(url, oldest_new, newest, now)
         figures: list[tuple[int, float, int]] = []
@@ -96,6 +83,8 @@ def main() -> int:
                     [window_key(hour_floor(now) - timedelta(hours=h)) for h in range(first_old, last_old + 1)],
                 )
                 median_ms, requested = time_ticks(instance, cursor)
+                if requested != NEW_WINDOWS:
+                    raise RuntimeError(f"a tick requested {requested} runs, not the {NEW_WINDOWS} new windows")
                 figures.append((history, median_ms, requested))
         print(f"fresh_windows_sensor tick, {NEW_WINDOWS} new windows x {AGENTS_PER_WINDOW} agents, median of {TICKS}:")
         for history, median_ms, requested in figures:
@@ -107,9 +96,6 @@ def main() -> int:
         baseline, large = figures[0][1], figures[-1][1]
         print(f"  ratio 10,000 / 100 windows of history: {large / baseline:.2f}x (baseline measured in this run)")
         return 0
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

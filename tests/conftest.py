@@ -13,16 +13,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from babylon_assets.db.connection import start_embedded_server
+from babylon_assets.db.connection import start_embedded_server, with_database
 from babylon_assets.db.migrate import apply_migrations
 
 ADMIN_URL_ENV = "BABYLON_TEST_ADMIN_URL"
-
-
-def _with_database(admin_url: str, name: str) -> str:
-    conninfo = psycopg.conninfo.conninfo_to_dict(admin_url)
-    conninfo["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in conninfo.items()})
 
 
 def _create_database(admin_url: str, name: str, template: str | None = None) -> str:
@@ -33,7 +27,7 @@ def _create_database(admin_url: str, name: str, template: str | None = None) -> 
             conn.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
             )
-    return _with_database(admin_url, name)
+    return with_database(admin_url, name)
 
 
 def _drop_database(admin_url: str, name: str) -> None:

@@ -60,6 +60,13 @@ def redact_url(url: str) -> str:
 _CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
+def with_database(url: str, name: str) -> str:
+    """The connection string `url` pointed at database `name` (host, user and options kept)."""
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    params["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in params.items()})
+
+
 # pgserver keeps one handle per process and stops the server when the last process lets go,
 # so the handle must live as long as the process.
 _embedded_urls: dict[Path, str] = {}
