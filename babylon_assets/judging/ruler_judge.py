@@ -48,6 +48,7 @@ _CHAT_MESSAGES = TypeAdapter(list[ChatCompletionMessageParam])
 
 # How much of a bad answer an error message quotes.
 QUOTE_CHARS = 600
+REDACTED_KEY_MIN_CHARS = 8
 
 _Function = TypeVar("_Function", bound=Callable[..., object])
 
@@ -305,7 +306,7 @@ class RulerJudge:
                         f"judge {settings.judge_model} refused group {group.group_index} (not retried): "
                         f"{_quote(str(error))}. Check the judge model, BABYLON_JUDGE_API_BASE and "
                         "BABYLON_JUDGE_API_KEY",
-                    ) from error
+                    ) from None  # quoted above with the key cut out; the raw error may carry it
                 found = f"{type(error).__name__}: {error}"
                 answer = []
             except ValueError as error:  # RULER's malformed JSON (pydantic) and wrong-count errors
@@ -347,6 +348,9 @@ class RulerJudge:
     def _failure(self, group: JudgeGroup, what: str) -> JudgeFailedError:
         """The error for a group, naming its window; the API key is cut out of anything quoted."""
         message = f"window {window_key(group.window_id)}: {what}"
-        if self.settings.api_key is not None and self.settings.api_key.get_secret_value():
-            message = message.replace(self.settings.api_key.get_secret_value(), "**********")
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key is not None else ""
+        # Shorter values are placeholders for keyless local servers ("x", "ollama"); cutting them
+        # out would garble the message.
+        if len(key) >= REDACTED_KEY_MIN_CHARS:
+            message = message.replace(key, "**********")
         return JudgeFailedError(message)
