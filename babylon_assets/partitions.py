@@ -7,13 +7,19 @@ import dagster as dg
 from babylon_assets.trajectories.models import WindowCandidate
 from babylon_assets.trajectories.reader import AsyncConn, discover_windows
 
-window_partitions = dg.DynamicPartitionsDefinition(name="windows")
+WINDOW_PARTITIONS = "windows"
+window_partitions = dg.DynamicPartitionsDefinition(name=WINDOW_PARTITIONS)
 
 HOUR = timedelta(hours=1)
 
 
 def hour_floor(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def before_lookback(now: datetime, lookback_hours: int) -> datetime:
+    """The hour just before the oldest window of the lookback: `after` for `eligible_windows_between`."""
+    return hour_floor(now) - timedelta(hours=lookback_hours) - HOUR
 
 
 def latest_completed_window(now: datetime, settle_minutes: int) -> datetime:

@@ -9,7 +9,7 @@ import asyncio
 import json
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 import dagster as dg
@@ -20,7 +20,12 @@ from babylon_assets.db.migrate import require_migrated
 from babylon_assets.definitions import defs
 from babylon_assets.errors import BabylonError
 from babylon_assets.instance import instance_environment, prepare_instance
-from babylon_assets.partitions import HOUR, eligible_windows_between, hour_floor, latest_completed_window
+from babylon_assets.partitions import (
+    WINDOW_PARTITIONS,
+    before_lookback,
+    eligible_windows_between,
+    latest_completed_window,
+)
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.config import WindowConfig
@@ -146,11 +151,13 @@ def _because(reason: str | None) -> str:
 
 
 async def _discover(url: str, config: WindowConfig, now: datetime) -> list[WindowCandidate]:
-    until = latest_completed_window(now, config.settle_minutes)
-    after = hour_floor(now) - timedelta(hours=config.lookback_hours) - HOUR
     async with await connect_async(url) as conn:
         return await eligible_windows_between(
-            conn, after=after, until=until, min_agents=config.min_agents, min_actions=config.min_actions
+            conn,
+            after=before_lookback(now, config.lookback_hours),
+            until=latest_completed_window(now, config.settle_minutes),
+            min_agents=config.min_agents,
+            min_actions=config.min_actions,
         )
 
 
@@ -174,7 +181,7 @@ def train(window_config: WindowConfig, training_config: TrainingConfig) -> Train
     training_job = defs.resolve_job_def("training_job")
     outcomes: list[WindowOutcome] = []
     with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("windows", keys)
+        instance.add_dynamic_partitions(WINDOW_PARTITIONS, keys)
         for key in keys:
             result = window_job.execute_in_process(
                 partition_key=key,

@@ -14,8 +14,8 @@ from babylon_assets.db.connection import connect_async
 from babylon_assets.jobs import window_chain_job
 from babylon_assets.partitions import (
     HOUR,
+    before_lookback,
     eligible_windows_between,
-    hour_floor,
     latest_completed_window,
     window_partitions,
 )
@@ -46,8 +46,8 @@ async def find_fresh_windows(
 ) -> FreshWindows:
     """The eligible windows completed since `cursor` (within the lookback), and the cursor to store next."""
     until = latest_completed_window(now, config.settle_minutes)
-    oldest = hour_floor(now) - timedelta(hours=config.lookback_hours)
-    after = max(parse_window_key(cursor), oldest - HOUR) if cursor else oldest - HOUR
+    earliest = before_lookback(now, config.lookback_hours)
+    after = max(parse_window_key(cursor), earliest) if cursor else earliest
     next_window = max(after, until) + HOUR
     completes_at = next_window + HOUR + timedelta(minutes=config.settle_minutes)
     waiting_for = f"window {window_key(next_window)} to complete at {completes_at:%Y-%m-%d %H:%M} UTC"
