@@ -307,6 +307,28 @@ async def test_a_refused_request_is_not_retried(database_url: str, conn: AsyncCo
     assert server.request_count == 1
 
 
+async def test_a_cached_answer_that_no_longer_validates_is_named_and_deleting_it_recovers(
+    database_url: str, conn: AsyncConn, server: JudgeServer
+) -> None:
+    [window_id] = await seeded_windows(database_url, conn)
+    await score_window(conn, ruler_judge(server, permutations=1), window_id)
+    cursor = await conn.execute("SELECT cache_key FROM judge_cache")
+    [(cache_key,)] = await cursor.fetchall()
+    await conn.execute("UPDATE judge_cache SET raw_answer = %s", ('{"scores": []}',))
+
+    with pytest.raises(JudgeFailedError, match=f"cached judge answer {cache_key} no longer validates"):
+        await score_window(conn, ruler_judge(server, permutations=1), window_id)
+    assert server.request_count == 1, "a bad cached answer is reported, not silently re-asked"
+
+    # What the error tells the user to do, although the window's stored scores cite that answer.
+    await conn.execute("DELETE FROM judge_cache WHERE cache_key = %s", (cache_key,))
+    scoring = await score_window(conn, ruler_judge(server, permutations=1), window_id)
+
+    assert (scoring.calls_made, scoring.calls_cached, server.request_count) == (1, 0, 2)
+    cursor = await conn.execute("SELECT DISTINCT cache_key FROM judge_permutation_scores")
+    assert await cursor.fetchall() == [(cache_key,)]
+
+
 async def test_answers_obtained_before_a_failure_stay_cached(
     database_url: str, conn: AsyncConn, server: JudgeServer
 ) -> None:
