@@ -69,6 +69,13 @@ def storage_target(url: str) -> DagsterStorageTarget:
     if not username or not database:
         raise ConfigurationError(f"{DATABASE_URL_ENV} must name a user and a database (postgresql://USER@HOST:PORT/DB)")
     params = {key: str(value) for key, value in info.items() if value is not None}
+    # Params are written to dagster.yaml as they are; only the password has an `{env: ...}` route.
+    secret = sorted(key for key in params if "password" in key)
+    if secret:
+        raise ConfigurationError(
+            f"{DATABASE_URL_ENV} carries {', '.join(secret)}, which would be written into dagster.yaml in clear; "
+            "remove it from the URL (e.g. use an unencrypted client key file)"
+        )
     hostname = host
     if host.startswith("/"):
         # A Unix socket (the embedded server): psycopg2 takes its folder as the `host` parameter.

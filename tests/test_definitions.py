@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 from babylon_assets.definitions import defs
+from babylon_assets.errors import ConfigurationError
 from babylon_assets.instance import DAGSTER_PASSWORD_ENV, instance_config, instance_environment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +102,8 @@ def test_instance_config_keeps_the_password_out_of_the_yaml() -> None:
     }
     assert config["telemetry"] == {"enabled": False}
     assert instance_environment(url)[DAGSTER_PASSWORD_ENV] == "s3cret-pw"
+
+
+def test_instance_config_refuses_a_secret_it_would_have_to_write_in_clear() -> None:
+    with pytest.raises(ConfigurationError, match=r"carries sslpassword, which would be written into dagster\.yaml"):
+        instance_config("postgresql://babylon@db.example/babylon?sslmode=require&sslpassword=key-secret")
