@@ -65,15 +65,7 @@ def webserver(instance_home: Path) -> Iterator[int]:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, "dagster-webserver exited during startup"
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).close()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, f"dagster-webserver did not answer within {STARTUP_SECONDS}s"
-                time.sleep(0.5)
+        wait_for_ui(port, process, "dagster-webserver")
         yield port
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -157,15 +149,16 @@ def test_train_command_then_the_ui_shows_the_chain_and_its_runs(
     assert materialized_partitions(port, "trained_checkpoint") == [None]
 
 
-def wait_for_ui(port: int, process: subprocess.Popen[str]) -> None:
+def wait_for_ui(port: int, process: subprocess.Popen[bytes] | subprocess.Popen[str], name: str) -> None:
+    """Until the UI on `port` answers; fails when `process` exits first or the startup time runs out."""
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
-        assert process.poll() is None, "babylon dev exited during startup"
+        assert process.poll() is None, f"{name} exited during startup"
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).close()
             return
         except (urllib.error.URLError, ConnectionError):
-            assert time.monotonic() < deadline, f"the UI did not answer within {STARTUP_SECONDS}s"
+            assert time.monotonic() < deadline, f"{name} did not answer within {STARTUP_SECONDS}s"
             time.sleep(0.5)
 
 
@@ -181,7 +174,7 @@ def test_babylon_dev_serves_the_ui_and_ctrl_c_stops_everything(database_url: str
     )
     dagster_group: int | None = None
     try:
-        wait_for_ui(port, process)
+        wait_for_ui(port, process, "babylon dev")
         (dagster_dev,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         dagster_group = os.getpgid(int(dagster_dev))
         assert dagster_group != os.getpgid(process.pid)  # its own group, stopped as one
