@@ -74,6 +74,8 @@ async def test_discovery_counts_distinct_agents_with_enough_steps(database_url: 
     assert await found(9) == {}
     assert (await found(4, min_actions=4))[windows[3]] == 4
     assert len(await found(8, lookback=48)) == 2
+    # The lookback counts whole hours back from the current hour: 8 h reaches the window 8 h before it.
+    assert await found(8, lookback=8) == {windows[8]: 8}
     candidates = await discover_windows(conn, lookback_hours=24, min_agents=2, min_actions=5, now=NOW)
     assert [c.window_id for c in candidates] == sorted(windows.values(), reverse=True)
     assert candidates[0].trajectories == 3  # the 2-agent window, newest: agent-0 twice

@@ -310,7 +310,9 @@ async def discover_windows(
 
     The WHERE clause matches the partial index trajectories_window_discovery, so this is an index-only scan.
     """
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    # Whole hours: the lookback starts `lookback_hours` before the current hour's start, the same
+    # windows the sensor and `babylon train` consider (partitions.before_lookback).
+    current_hour = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     async with conn.cursor() as cur:
         await cur.execute(
             """
@@ -325,8 +327,8 @@ async def discover_windows(
             ORDER BY window_start DESC
             """,
             {
-                "since": moment - timedelta(hours=lookback_hours),
-                "closed": moment.replace(minute=0, second=0, microsecond=0),
+                "since": current_hour - timedelta(hours=lookback_hours),
+                "closed": current_hour,
                 "min_actions": min_actions,
                 "min_agents": min_agents,
             },
