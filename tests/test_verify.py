@@ -37,7 +37,8 @@ def test_ready_database_exits_0(
     assert "  5+                  3                3" in out
     assert "  8+                  0                0" in out
     assert out.count("       5             5         0") == 3  # agents, trajectories, rejected per window
-    assert "1 row(s) have no windowId" in out
+    assert "1 row(s) have no windowId and belong to no window, e.g.:" in out
+    assert "row has no windowId, so it belongs to no window; set its window_id to the UTC hour start" in out
 
 
 def test_empty_database_exits_1_with_the_command_that_generates_data(

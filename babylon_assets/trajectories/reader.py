@@ -294,14 +294,6 @@ async def load_unwindowed_rejections(conn: AsyncConn) -> list[Rejection]:
     return rejections
 
 
-async def count_unwindowed(conn: AsyncConn) -> int:
-    async with conn.cursor() as cur:
-        await cur.execute("SELECT count(*) FROM trajectories WHERE window_id IS NULL")
-        row = await cur.fetchone()
-    assert row is not None  # count(*) always returns a row
-    return int(row[0])
-
-
 async def discover_windows(
     conn: AsyncConn, *, lookback_hours: int, min_agents: int, min_actions: int, now: datetime | None = None
 ) -> list[WindowCandidate]:

@@ -14,8 +14,8 @@ from babylon_assets.db.migrate import require_migrated
 from babylon_assets.trajectories.models import Rejection, WindowStats, window_key
 from babylon_assets.trajectories.reader import (
     AsyncConn,
-    count_unwindowed,
     discover_windows,
+    load_unwindowed_rejections,
     load_window,
     stats_of,
 )
@@ -46,6 +46,8 @@ class VerifyReport(BaseModel):
     lost_windows: list[WindowStats]
     rejections: list[Rejection]  # a sample from the lookback's windows
     rejected_rows: int
+    # Rows without a window id belong to no window: a sample, each with its fix, and how many there are.
+    unwindowed: list[Rejection]
     unwindowed_rows: int
 
     @property
@@ -54,7 +56,7 @@ class VerifyReport(BaseModel):
 
     @property
     def simulate_command(self) -> str:
-        return f"babylon simulate --agents {max(self.min_agents, 1)} --windows {self.min_windows}"
+        return f"babylon simulate --agents {self.min_agents} --windows {self.min_windows}"
 
 
 async def build_report(
@@ -84,6 +86,7 @@ async def build_report(
             ready.append(stats_of(load))
         elif candidate.agents >= min_agents:
             lost.append(stats_of(load))
+    unwindowed = await load_unwindowed_rejections(conn)
     thresholds = [
         ThresholdCount(
             agents=threshold,
@@ -102,7 +105,8 @@ async def build_report(
         lost_windows=lost,
         rejections=rejections,
         rejected_rows=rejected_rows,
-        unwindowed_rows=await count_unwindowed(conn),
+        unwindowed=unwindowed[:SHOWN_REJECTIONS],
+        unwindowed_rows=len(unwindowed),
     )
 
 
@@ -164,9 +168,10 @@ def render_report(report: VerifyReport) -> str:
             for rejection in report.rejections
         )
     if report.unwindowed_rows:
-        lines.append(
-            f"{report.unwindowed_rows} row(s) have no windowId and belong to no window; "
-            "load_unwindowed_rejections() lists them with the fix"
+        lines.append(f"{report.unwindowed_rows} row(s) have no windowId and belong to no window, e.g.:")
+        lines.extend(
+            f"  row {rejection.row_id} ({rejection.trajectory_id}): {rejection.reason}"
+            for rejection in report.unwindowed
         )
     count = len(report.ready_windows)
     if report.ready:
