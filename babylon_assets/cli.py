@@ -143,12 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Every subcommand takes --debug too; SUPPRESS: only when given there, so it does not reset `babylon --debug X`.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
 
-    migrate = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate = commands.add_parser("migrate", parents=[debug], help="apply pending database migrations")
     migrate.set_defaults(handler=_cmd_migrate)
 
     simulate = commands.add_parser(
-        "simulate", help="write simulated agent trajectories and market outcomes for consecutive hourly windows"
+        "simulate",
+        parents=[debug],
+        help="write simulated agent trajectories and market outcomes for consecutive hourly windows",
     )
     simulate.add_argument("--agents", type=_positive, default=5, help="agents per window (default 5)")
     simulate.add_argument("--windows", type=_positive, default=3, help="consecutive hourly windows (default 3)")
@@ -162,25 +167,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.set_defaults(handler=_cmd_simulate)
 
-    verify = commands.add_parser("verify", help="check that the database holds enough valid windows to train on")
+    verify = commands.add_parser(
+        "verify", parents=[debug], help="check that the database holds enough valid windows to train on"
+    )
     verify.add_argument("--lookback-hours", type=_positive, default=168, help="window age limit (default 168)")
     verify.add_argument(
         "--min-agents", type=_positive, default=5, help="valid distinct agents a window needs (default 5)"
     )
     verify.add_argument("--min-actions", type=_positive, default=5, help="steps a trajectory needs (default 5)")
     verify.add_argument("--min-windows", type=_positive, default=3, help="ready windows required (default 3)")
-    # SUPPRESS: only when given here, so it does not reset a `babylon --debug verify`.
-    verify.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
     verify.set_defaults(handler=_cmd_verify)
 
     dev = commands.add_parser(
-        "dev", help="run the Dagster web UI and daemon on 127.0.0.1 against the project's instance"
+        "dev", parents=[debug], help="run the Dagster web UI and daemon on 127.0.0.1 against the project's instance"
     )
     dev.add_argument("--port", type=_positive, default=3000, help="web UI port (default 3000)")
     dev.set_defaults(handler=_cmd_dev)
 
     train = commands.add_parser(
-        "train", help="ingest, validate and score the lookback's windows, then train a checkpoint (runs show in the UI)"
+        "train",
+        parents=[debug],
+        help="ingest, validate and score the lookback's windows, then train a checkpoint (runs show in the UI)",
     )
     train.add_argument(
         "--min-agents", type=_positive, default=5, help="valid distinct agents a window needs (default 5)"
@@ -204,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_cmd_train)
 
-    lineage = commands.add_parser("lineage", help="show what a registered checkpoint was trained on")
+    lineage = commands.add_parser("lineage", parents=[debug], help="show what a registered checkpoint was trained on")
     lineage.add_argument("--model", default=None, help="model name (default: the trainer resource's)")
     lineage.add_argument("--step", type=_positive, default=None, help="checkpoint step (default: the latest)")
     lineage.set_defaults(handler=_cmd_lineage)
