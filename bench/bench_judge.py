@@ -12,38 +12,27 @@ The database is dropped afterwards.
 
 import argparse
 import asyncio
-import os
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
 from pydantic import SecretStr
 
 # The local judge server lives with the tests; run from anywhere.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from babylon_assets.db.connection import connect_async
-from babylon_assets.db.migrate import apply_migrations
 from babylon_assets.judging.judge import Judge
 from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
 from babylon_assets.judging.scoring import ScoringReport, score_windows
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
+from bench.scratch import scratch_database
 from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
 
-ADMIN_URL = os.environ.get("BABYLON_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _database_url(admin_url: str, name: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(admin_url)
-    params["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in params.items()})
 
 
 async def _timed(url: str, judge: Judge, window_ids: list[datetime]) -> tuple[float, ScoringReport]:
@@ -67,12 +56,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once")
     args = parser.parse_args()
 
-    name = f"babylon_bench_judge_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _database_url(ADMIN_URL, name)
-    try:
-        apply_migrations(url)
+    with scratch_database() as url:
         simulate(url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW)
         window_ids = [FIRST_WINDOW + timedelta(hours=hour) for hour in range(args.windows)]
         asyncio.run(_validate(url, window_ids))
@@ -113,9 +97,6 @@ def main() -> None:
         print(f"RULER warm cache (re-run)  : {warm_wall:7.2f} s  ({warm_calls} calls, {cached} answers from cache)")
         if warm_calls or requests != calls:
             raise SystemExit("the warm re-run reached the judge: the cache is broken")
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":
