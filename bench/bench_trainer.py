@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from babylon_assets.training import metric_names
 from babylon_assets.training.grpo import batch_tensors, group_advantages, normalize_items, pack_batches
 from babylon_assets.training.hf_policy import encode_chat
-from babylon_assets.training.torch_backend import TorchSettings, TorchTrainer
-from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory
+from babylon_assets.training.torch_backend import ADAM_BETAS, TorchTrainer
+from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory, TorchSettings
 from babylon_assets.trajectories.messages import ChatMessage
 
 WINDOW = datetime(2026, 11, 24, 13, tzinfo=UTC)
@@ -95,7 +96,7 @@ def measure_trainer(workload: Workload) -> Measurement:
         started = time.perf_counter()
         for step in range(2, workload.steps + 2):
             outcome = trainer.train_step(groups, step=step, learning_rate=1e-4, seed=0)
-            tokens += int(outcome.metrics["train/num_tokens"])
+            tokens += int(outcome.metrics[metric_names.TOKENS])
         seconds = time.perf_counter() - started
     return Measurement(
         name="torch trainer", tokens=tokens, seconds=seconds, setup_rss_mib=setup, peak_rss_mib=_peak_rss_mib()
@@ -118,8 +119,12 @@ def measure_plain_loop(workload: Workload) -> Measurement:
                     )
                 )
         # The trainer also trains only non-zero-advantage trajectories: the same token batches.
-        batches = [batch_tensors(batch, 0) for batch in pack_batches(normalize_items(candidates), 8192)]
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+        settings = TorchSettings(max_seq_len=workload.max_seq_len)
+        batches = [
+            batch_tensors(batch, trainer.pad_token_id())
+            for batch in pack_batches(normalize_items(candidates), settings.tokens_per_batch)
+        ]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=ADAM_BETAS, weight_decay=settings.weight_decay)
 
         def one_pass() -> int:
             count = 0
@@ -130,7 +135,7 @@ def measure_plain_loop(workload: Workload) -> Measurement:
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
                 optimizer.step()
                 count += int(batch.attention_mask.sum())
             return count

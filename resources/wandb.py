@@ -2,7 +2,8 @@
 
 dagster-wandb does not import with wandb >= 0.30, hence this small resource. Offline (the default)
 writes the run under babylon_home()/wandb without touching the network; `wandb sync <run dir>`
-uploads it later. Online needs WANDB_API_KEY, read from the environment and never put in a config.
+uploads it later. Online needs an API key: the production profile sets it from WANDB_API_KEY through
+dg.EnvVar; `start_wandb_run` takes it as an argument outside Dagster. It never enters a config or a log.
 """
 
 import json
@@ -12,14 +13,16 @@ from typing import Literal
 
 import dagster as dg
 import wandb
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, SecretStr
 
 from babylon_assets.db.connection import babylon_home
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.profile import Profile
+from babylon_assets.training.tracking import step_alias
 
 WANDB_API_KEY_ENV = "WANDB_API_KEY"
 WANDB_MODE_ENV = "BABYLON_WANDB_MODE"
+WandbMode = Literal["offline", "online"]
 
 
 class WandbRun:
@@ -45,88 +48,112 @@ class WandbRun:
     def log(self, metrics: dict[str, float], *, step: int) -> None:
         self._run.log(metrics, step=step)
 
-    def log_checkpoint(self, *, name: str, location: str, metadata: dict[str, JsonValue]) -> str:
+    def log_checkpoint(self, *, name: str, step: int, location: str, metadata: dict[str, JsonValue]) -> None:
         """A `model` artifact per step (alias step-N): a local folder is referenced with checksums, not
         copied; a W&B location is recorded in checkpoint.json. Offline it is staged for `wandb sync`."""
-        step = metadata.get("step")
-        artifact = wandb.Artifact(name=name, type="model", metadata=metadata)
+        described: dict[str, JsonValue] = {"step": step, "location": location, **metadata}
+        artifact = wandb.Artifact(name=name, type="model", metadata=described)
         if Path(location).is_dir():
             artifact.add_reference(Path(location).resolve().as_uri(), name="checkpoint")
         with artifact.new_file("checkpoint.json") as handle:
-            json.dump({"location": location, **metadata}, handle, indent=2)
-        alias = f"step-{step}"
+            json.dump(described, handle, indent=2)
         # log_artifact only stages offline; wait() and use_artifact would fail there, so neither is used.
-        self._run.log_artifact(artifact, aliases=[alias, "latest"])
-        return f"{name}:{alias}"
+        self._run.log_artifact(artifact, aliases=[step_alias(step), "latest"])
 
     def finish(self, *, failed: bool) -> None:
         self._run.finish(exit_code=1 if failed else 0)
 
 
+def _missing_key_message() -> str:
+    return (
+        f"W&B mode 'online' needs an API key: set {WANDB_API_KEY_ENV} (https://wandb.ai/authorize) "
+        f"or use offline mode ({WANDB_MODE_ENV}=offline) and upload later with `wandb sync`"
+    )
+
+
+def start_wandb_run(
+    *,
+    mode: WandbMode,
+    project: str,
+    entity: str | None,
+    directory: Path,
+    api_key: SecretStr | None,
+    name: str,
+    group: str,
+    config: dict[str, JsonValue],
+) -> WandbRun:
+    """Start a run; `api_key` is used online only (offline runs never need one)."""
+    key = "" if api_key is None else api_key.get_secret_value().strip()
+    if mode == "online" and not key:
+        raise ConfigurationError(_missing_key_message())
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["WANDB_SILENT"] = "true"
+    settings = wandb.Settings(
+        mode=mode,
+        api_key=key if mode == "online" else None,
+        silent=True,
+        console="off",
+        save_code=False,
+        disable_git=True,
+        x_disable_stats=True,
+        x_disable_meta=True,
+        x_disable_machine_info=True,
+        # Listing the installed packages costs seconds per run and is not the run's lineage.
+        x_save_requirements=False,
+    )
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        name=name,
+        group=group,
+        job_type="train",
+        dir=str(directory),
+        config=config,
+        settings=settings,
+        reinit="create_new",
+    )
+    return WandbRun(run, online=mode == "online")
+
+
 class WandbResource(dg.ConfigurableResource["WandbResource"]):
     """Experiment tracking on Weights & Biases: offline by default, online when configured."""
 
-    mode: Literal["offline", "online"] = Field(default="offline", description="offline writes locally only")
+    mode: WandbMode = Field(default="offline", description="offline writes locally only")
     project: str = Field(default="babylon", description="W&B project")
     entity: str | None = Field(default=None, description="W&B entity (team or user); the key's default if unset")
     directory: str | None = Field(default=None, description="where runs are written; babylon_home()/wandb if unset")
-
-    def _api_key(self) -> str | None:
-        if self.mode == "offline":
-            return None
-        key = os.environ.get(WANDB_API_KEY_ENV, "").strip()
-        if not key:
-            raise ConfigurationError(
-                f"W&B mode 'online' needs {WANDB_API_KEY_ENV}; set it (https://wandb.ai/authorize) "
-                f"or use offline mode ({WANDB_MODE_ENV}=offline) and upload later with `wandb sync`"
-            )
-        return key
+    api_key: str | None = Field(
+        default=None, description=f"online mode: set from dg.EnvVar('{WANDB_API_KEY_ENV}'); never logged"
+    )
 
     def run_directory(self) -> Path:
         return Path(self.directory) if self.directory else babylon_home() / "wandb"
 
     def start_run(self, *, name: str, group: str, config: dict[str, JsonValue]) -> WandbRun:
-        key = self._api_key()
-        directory = self.run_directory()
-        directory.mkdir(parents=True, exist_ok=True)
-        os.environ["WANDB_SILENT"] = "true"
-        settings = wandb.Settings(
+        return start_wandb_run(
             mode=self.mode,
-            api_key=key,
-            silent=True,
-            console="off",
-            save_code=False,
-            disable_git=True,
-            x_disable_stats=True,
-            x_disable_meta=True,
-            x_disable_machine_info=True,
-            # Listing the installed packages costs seconds per run and is not the run's lineage.
-            x_save_requirements=False,
-        )
-        run = wandb.init(
             project=self.project,
             entity=self.entity,
+            directory=self.run_directory(),
+            api_key=None if self.api_key is None else SecretStr(self.api_key),
             name=name,
             group=group,
-            job_type="train",
-            dir=str(directory),
             config=config,
-            settings=settings,
-            reinit="create_new",
         )
-        return WandbRun(run, online=self.mode == "online")
 
 
 def wandb_resource_for(profile: Profile) -> WandbResource:
-    """Local: offline. Production: online (WANDB_API_KEY required when a run starts).
-    BABYLON_WANDB_MODE overrides either; WANDB_PROJECT and WANDB_ENTITY pick where runs go."""
-    default_mode: Literal["offline", "online"] = "offline" if profile == "local" else "online"
-    raw = os.environ.get(WANDB_MODE_ENV, "").strip() or default_mode
+    """Local: offline. Production: online, with WANDB_API_KEY (required now, resolved by Dagster at run
+    time). BABYLON_WANDB_MODE overrides either; WANDB_PROJECT and WANDB_ENTITY pick where runs go."""
+    raw = os.environ.get(WANDB_MODE_ENV, "").strip() or ("offline" if profile == "local" else "online")
     if raw not in ("offline", "online"):
         raise ConfigurationError(f"{WANDB_MODE_ENV}={raw!r} is not 'offline' or 'online'")
-    mode: Literal["offline", "online"] = "offline" if raw == "offline" else "online"
+    online = raw == "online"
+    if online and not os.environ.get(WANDB_API_KEY_ENV, "").strip():
+        raise ConfigurationError(_missing_key_message())
     return WandbResource(
-        mode=mode,
+        mode="online" if online else "offline",
         project=os.environ.get("WANDB_PROJECT", "").strip() or "babylon",
         entity=os.environ.get("WANDB_ENTITY", "").strip() or None,
+        api_key=dg.EnvVar(WANDB_API_KEY_ENV) if online else None,
     )

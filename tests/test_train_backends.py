@@ -1,9 +1,11 @@
 """Backends are chosen by configuration and fail with a clear error when their requirements are missing."""
 
 import importlib.util
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import torch
 
@@ -15,12 +17,19 @@ from babylon_assets.trajectories.messages import ChatMessage
 from resources.trainer import TrainerResource, trainer_resource_for
 
 HF_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+SECRET = "wandb-test-key-not-real-0123456789"
 
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BABYLON_HOME", str(tmp_path))
-    for name in ("BABYLON_TRAINER_BACKEND", "BABYLON_BASE_MODEL", "BABYLON_MODEL_NAME", "BABYLON_TRAINER_DEVICE"):
+    for name in (
+        "BABYLON_TRAINER_BACKEND",
+        "BABYLON_BASE_MODEL",
+        "BABYLON_MODEL_NAME",
+        "BABYLON_TRAINER_DEVICE",
+        "WANDB_API_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -38,19 +47,35 @@ def test_art_local_without_the_backend_extra_fails_with_a_clear_error(monkeypatc
 
 
 def test_art_serverless_without_key_fails_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    with pytest.raises(ConfigurationError, match="WANDB_API_KEY"):
-        TrainerResource(backend="art-serverless", base_model=HF_MODEL).build()
+    # The key is the resource's (set from dg.EnvVar by the profile), never read from the environment behind its back.
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    for key in (None, " "):
+        with pytest.raises(ConfigurationError, match="needs a W&B API key: set WANDB_API_KEY"):
+            TrainerResource(backend="art-serverless", base_model=HF_MODEL, wandb_api_key=key).build()
+    monkeypatch.setenv("BABYLON_TRAINER_BACKEND", "art-serverless")
+    monkeypatch.setenv("BABYLON_BASE_MODEL", HF_MODEL)
+    monkeypatch.delenv("WANDB_API_KEY")
+    with pytest.raises(ConfigurationError, match="needs a W&B API key: set WANDB_API_KEY"):
+        trainer_resource_for("production")
 
 
 def test_art_serverless_is_built_from_configuration_when_its_key_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WANDB_API_KEY", "test-key-not-real")
-    trainer = TrainerResource(backend="art-serverless", base_model=HF_MODEL, model_name="agent").build()
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    monkeypatch.setenv("BABYLON_TRAINER_BACKEND", "art-serverless")
+    monkeypatch.setenv("BABYLON_BASE_MODEL", HF_MODEL)
+    monkeypatch.setenv("BABYLON_MODEL_NAME", "agent")
+    resource = trainer_resource_for("production")
+    # Dagster resolves the key when a run starts; the resource holds only the variable's name.
+    assert isinstance(resource.wandb_api_key, dg.EnvVar) and SECRET not in repr(resource)
+
+    trainer = TrainerResource(
+        backend="art-serverless", base_model=HF_MODEL, model_name="agent", wandb_api_key=SECRET
+    ).build()
     assert isinstance(trainer, ArtServerlessTrainer)
     assert trainer.policy.backend == "art-serverless" and trainer.policy.name == "agent"
-    assert "test-key-not-real" not in str(trainer.settings())
+    assert SECRET not in json.dumps(trainer.settings()) and SECRET not in repr(trainer.__dict__)
     with pytest.raises(ConfigurationError, match="'tiny' exists only for the torch backend"):
-        TrainerResource(backend="art-serverless", base_model="tiny").build()
+        TrainerResource(backend="art-serverless", base_model="tiny", wandb_api_key=SECRET).build()
 
 
 def test_torch_is_the_local_profile_default_and_production_needs_its_choices(monkeypatch: pytest.MonkeyPatch) -> None:

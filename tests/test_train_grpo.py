@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from babylon_assets.errors import BabylonError
+from babylon_assets.training import metric_names
 from babylon_assets.training.grpo import (
     EncodedChat,
     group_advantages,
@@ -15,15 +16,28 @@ from babylon_assets.training.grpo import (
     policy_loss,
 )
 from babylon_assets.training.hf_policy import build_tiny_tokenizer, encode_chat
-from babylon_assets.training.torch_backend import TorchSettings, TorchTrainer
-from babylon_assets.training.types import CheckpointRef, MarginPair, PolicySpec, ScoredGroup, ScoredTrajectory
+from babylon_assets.training.torch_backend import TorchTrainer
+from babylon_assets.training.types import (
+    CheckpointRef,
+    MarginPair,
+    PolicySpec,
+    ScoredGroup,
+    ScoredTrajectory,
+    TorchSettings,
+)
 from babylon_assets.trajectories.messages import ChatMessage
 
 WINDOW = datetime(2026, 11, 24, 13, tzinfo=UTC)
 
 
-def chat(mask: list[bool]) -> EncodedChat:
-    return EncodedChat(token_ids=list(range(len(mask))), assistant_mask=mask, truncated=False)
+def chat(mask: list[bool], cut_assistant_tokens: int = 0) -> EncodedChat:
+    """A conversation whose last `cut_assistant_tokens` assistant tokens were truncated away."""
+    return EncodedChat(
+        token_ids=list(range(len(mask))),
+        assistant_mask=mask,
+        truncated=cut_assistant_tokens > 0,
+        full_trainable_tokens=sum(mask) + cut_assistant_tokens,
+    )
 
 
 def test_advantages_and_token_weights_match_a_hand_computed_example() -> None:
@@ -59,6 +73,20 @@ def test_advantages_and_token_weights_match_a_hand_computed_example() -> None:
     assert clipped.item() == pytest.approx(5 * expected)
 
 
+def test_a_truncated_trajectory_keeps_the_token_weight_of_its_full_length() -> None:
+    # ART weighs by the assistant tokens before truncation: b had 4, 2 are left after the cut.
+    items = normalize_items(
+        [
+            ("a", chat([False, True, True, True, True]), 0.5),
+            ("b", chat([False, False, True, True], cut_assistant_tokens=2), -0.5),
+        ]
+    )
+    # Raw weights 1/4 and 1/4; their mean over the 6 tokens left is 1/4, so both become 1 (by the
+    # truncated count they would be 0.75 and 1.5). mean(|A| * w) = 0.5, so advantages become +1 and -1.
+    assert [item.weight for item in items] == pytest.approx([1.0, 1.0], rel=1e-5)
+    assert [item.advantage for item in items] == pytest.approx([1.0, -1.0], rel=1e-5)
+
+
 def test_equal_rewards_leave_no_float_residue() -> None:
     # sum([0.1] * 3) / 3 != 0.1 in floating point; ART's `advantage == 0` test would train on noise.
     assert group_advantages([0.1, 0.1, 0.1]) == [0.0, 0.0, 0.0]
@@ -83,6 +111,8 @@ def test_encode_chat_marks_exactly_the_assistant_contents() -> None:
     short = encode_chat(tokenizer, messages, max_seq_len=40)
     assert short.truncated and len(short.token_ids) == 40
     assert short.token_ids == encoded.token_ids[:40]
+    # The cut keeps only part of the answers, but the weight counts all of them (as ART's does).
+    assert 0 < short.trainable_tokens < encoded.trainable_tokens == short.full_trainable_tokens
 
 
 def trajectory(trajectory_id: str, score: float, answer: str) -> ScoredTrajectory:
@@ -101,7 +131,7 @@ def trajectory(trajectory_id: str, score: float, answer: str) -> ScoredTrajector
     )
 
 
-def make_trainer(tmp_path: Path, **settings: bool | int) -> TorchTrainer:
+def make_trainer(tmp_path: Path, **settings: bool | float) -> TorchTrainer:
     return TorchTrainer(
         PolicySpec(name="test-policy", base_model="tiny", project="test", backend="torch"),
         TorchSettings(max_seq_len=256, **settings),
@@ -129,8 +159,8 @@ def test_torch_trainer_changes_weights_and_lowers_the_loss_on_a_fixed_batch(tmp_
     losses = []
     for step in range(1, 5):
         outcome = trainer.train_step([group], step=step, learning_rate=1e-3, seed=0)
-        losses.append(outcome.metrics["train/loss"])
-        assert outcome.metrics["train/num_trainable_groups"] == 1
+        losses.append(outcome.metrics[metric_names.LOSS])
+        assert outcome.metrics[metric_names.TRAINABLE_GROUPS] == 1
         assert Path(outcome.checkpoint.location) == tmp_path / "checkpoints" / "test-policy" / f"step-{step}"
     after = weights_of(trainer)
     assert any(not torch.equal(before[name], after[name]) for name in before)
@@ -139,6 +169,31 @@ def test_torch_trainer_changes_weights_and_lowers_the_loss_on_a_fixed_batch(tmp_
     pair = MarginPair(window_id=WINDOW, top=group.trajectories[0].messages, bottom=group.trajectories[1].messages)
     margin = trainer.eval_margin([pair])
     assert margin is not None and margin > 0
+
+
+def test_each_step_clips_the_gradient_norm_with_arts_adamw_at_a_constant_learning_rate(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, max_grad_norm=1e-3, weight_decay=0.0)
+    group = ScoredGroup(
+        window_id=WINDOW,
+        group_index=0,
+        trajectories=[trajectory("good", 1.0, "BUY 5 BABY"), trajectory("bad", 0.0, "SELL everything now")],
+    )
+    for step in (1, 2):
+        outcome = trainer.train_step([group], step=step, learning_rate=2e-3, seed=0)
+        # As ART (and Hugging Face) report it: the norm before clipping.
+        assert outcome.metrics[metric_names.GRAD_NORM] > 1e-3
+        assert outcome.metrics[metric_names.LEARNING_RATE] == 2e-3
+        saved = torch.load(Path(outcome.checkpoint.location) / "optimizer.pt")
+        [param_group] = saved["param_groups"]
+        assert (param_group["lr"], param_group["betas"]) == (2e-3, (0.9, 0.99))
+        if step == 1:
+            # After AdamW's first step exp_avg = (1 - beta1) g and exp_avg_sq = (1 - beta2) g^2 of the
+            # clipped gradient g, whose norm is max_grad_norm.
+            states = saved["state"].values()
+            first = math.sqrt(sum(float(state["exp_avg"].pow(2).sum()) for state in states)) / (1 - 0.9)
+            second = math.sqrt(sum(float(state["exp_avg_sq"].sum()) for state in states) / (1 - 0.99))
+            assert first == pytest.approx(1e-3, rel=1e-3)
+            assert second == pytest.approx(1e-3, rel=1e-3)
 
 
 def test_equal_reward_groups_produce_no_update(tmp_path: Path) -> None:
@@ -152,9 +207,9 @@ def test_equal_reward_groups_produce_no_update(tmp_path: Path) -> None:
     outcome = trainer.train_step([group], step=1, learning_rate=1e-2, seed=0)
     after = weights_of(trainer)
     assert all(torch.equal(before[name], after[name]) for name in before)
-    assert outcome.metrics["train/optimizer_steps"] == 0
-    assert outcome.metrics["train/num_trainable_groups"] == 0
-    assert "train/loss" not in outcome.metrics
+    assert outcome.metrics[metric_names.GRADIENT_STEPS] == 0
+    assert outcome.metrics[metric_names.TRAINABLE_GROUPS] == 0
+    assert metric_names.LOSS not in outcome.metrics
 
 
 def test_lora_trains_adapters_only_and_its_checkpoint_resumes(tmp_path: Path) -> None:
@@ -189,7 +244,7 @@ def test_the_trainer_runs_although_art_patched_transformers(tmp_path: Path) -> N
         trajectories=[trajectory("good", 1.0, "BUY"), trajectory("bad", 0.0, "SELL")],
     )
     outcome = trainer.train_step([group], step=1, learning_rate=1e-3, seed=0)
-    assert outcome.metrics["train/optimizer_steps"] == 1
+    assert outcome.metrics[metric_names.GRADIENT_STEPS] == 1
 
 
 def test_resuming_from_a_missing_checkpoint_folder_fails_loudly(tmp_path: Path) -> None:

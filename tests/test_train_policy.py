@@ -9,15 +9,17 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
+from psycopg import sql
 
 from babylon_assets.cli import main
 from babylon_assets.db.connection import connect, connect_async
-from babylon_assets.training import registry
+from babylon_assets.training import metric_names, registry
 from babylon_assets.training.assets import trained_checkpoint
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.data import dropout_rate
 from babylon_assets.training.lineage import checkpoint_lineage
 from babylon_assets.training.train import NoTrainableWindowsError, train_policy
+from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup, ScoredTrajectory, StepOutcome
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
 from resources.database import DatabaseResource
@@ -26,6 +28,7 @@ from resources.wandb import WandbResource
 
 WINDOWS = 4
 AGENTS = 5
+SECRET = "wandb-test-key-not-real-0123456789"
 
 
 async def _validate(url: str, windows: list[datetime]) -> None:
@@ -68,13 +71,18 @@ def scored_url(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     yield database_url
 
 
-def trainer_resource(tmp_path: Path) -> TrainerResource:
+def trainer_resource(tmp_path: Path, wandb_api_key: str | None = None) -> TrainerResource:
     # 1400 byte-level tokens hold the system prompt, the first prompt and the first answer.
-    return TrainerResource(model_name="policy", max_seq_len=1400, checkpoint_root=str(tmp_path / "checkpoints"))
+    return TrainerResource(
+        model_name="policy",
+        max_seq_len=1400,
+        checkpoint_root=str(tmp_path / "checkpoints"),
+        wandb_api_key=wandb_api_key,
+    )
 
 
-def wandb_resource(tmp_path: Path) -> WandbResource:
-    return WandbResource(directory=str(tmp_path / "wandb"), project="babylon-test")
+def wandb_resource(tmp_path: Path, api_key: str | None = None) -> WandbResource:
+    return WandbResource(directory=str(tmp_path / "wandb"), project="babylon-test", api_key=api_key)
 
 
 CONFIG = TrainingConfig(iterations=2, windows_per_iteration=1, learning_rate=1e-3, held_out_fraction=0.25)
@@ -92,7 +100,7 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
     assert first.eval_margin_before is not None and first.eval_margin_after is not None
     assert first.steps[1].eval_margin_before == first.steps[0].eval_margin_after
     assert first.best_checkpoint is not None
-    assert all("train/loss" in record.metrics and "train/reward" in record.metrics for record in first.steps)
+    assert all(metric_names.LOSS in record.metrics and metric_names.REWARD in record.metrics for record in first.steps)
 
     second = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
     assert (second.first_step, second.last_step) == (3, 4)
@@ -184,6 +192,35 @@ def test_a_crash_between_saving_and_registering_leaves_nothing_registered(
     assert sorted(path.name for path in orphan.parent.iterdir()) == ["step-1", "step-2"]
 
 
+def test_a_registration_failing_midway_leaves_nothing_registered(database_url: str) -> None:
+    policy = PolicySpec(name="policy", base_model="tiny", project="test", backend="torch")
+    window = datetime(2026, 11, 24, 13, tzinfo=UTC)
+    twice = ScoredTrajectory(
+        trajectory_id="t-1", window_id=window, group_index=0, score=1.0, judge="j", rubric_version="v1", messages=[]
+    )
+    with connect(database_url, autocommit=True) as conn:
+        registry.ensure_policy_model(conn, policy)
+        # The checkpoint row goes in first; the trajectory listed twice then breaks checkpoint_trajectories' key.
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            registry.register_checkpoint(
+                conn,
+                policy=policy,
+                outcome=StepOutcome(
+                    step=1, metrics={}, checkpoint=CheckpointRef(backend="torch", step=1, location="/checkpoints/1")
+                ),
+                groups=[ScoredGroup(window_id=window, group_index=0, trajectories=[twice, twice])],
+                config={},
+                eval_margin_before=None,
+                eval_margin_after=0.5,
+                eval_windows=1,
+                wandb_run_id=None,
+                wandb_artifact=None,
+            )
+        for table in ("policy_checkpoints", "checkpoint_windows", "checkpoint_trajectories", "best_checkpoints"):
+            count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+            assert conn.execute(count).fetchone() == (0,), table
+
+
 def test_a_second_trainer_of_the_same_model_is_refused(scored_url: str, tmp_path: Path) -> None:
     with psycopg.connect(scored_url, autocommit=True) as holder:
         registry.try_lock_model(holder, "policy")
@@ -217,20 +254,33 @@ def test_dropout_applies_per_step_in_training(scored_url: str, tmp_path: Path) -
     assert result.steps[0].trajectories == 8
 
 
-def test_trained_checkpoint_asset_materializes_with_metadata(
-    scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_trained_checkpoint_asset_materializes_with_metadata_and_never_shows_the_wandb_key(
+    scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", scored_url)
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    key = dg.EnvVar("WANDB_API_KEY")
     result = dg.materialize(
         [trained_checkpoint],
         resources={
             "database": DatabaseResource(),
-            "trainer": trainer_resource(tmp_path),
-            "wandb": wandb_resource(tmp_path),
+            "trainer": trainer_resource(tmp_path, wandb_api_key=key),
+            "wandb": wandb_resource(tmp_path, api_key=key),
         },
         run_config=dg.RunConfig(ops={"trained_checkpoint": CONFIG.model_copy(update={"iterations": 1})}),
     )
     assert result.success
+    # Both resources hold the key; it reaches no log, metadata, lineage row or W&B file.
+    printed = capfd.readouterr()
+    assert SECRET not in printed.out + printed.err
+    assert not [event for event in result.all_events if SECRET in repr(event)]
+    with connect(scored_url) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM policy_checkpoints WHERE config::text LIKE %s OR metrics::text LIKE %s",
+            (f"%{SECRET}%", f"%{SECRET}%"),
+        ).fetchone() == (0,)
+    written = [path for path in (tmp_path / "wandb").rglob("*") if path.is_file()]
+    assert written and not [path for path in written if SECRET.encode() in path.read_bytes()]
     [event] = result.get_asset_materialization_events()
     metadata = event.materialization.metadata
     assert metadata["step"] == dg.MetadataValue.int(1)

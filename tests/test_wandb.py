@@ -5,12 +5,14 @@ import struct
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from google.protobuf import json_format  # type: ignore[import-untyped]
 from pydantic import BaseModel, JsonValue
 from wandb.proto import wandb_internal_pb2
 
 from babylon_assets.errors import ConfigurationError
+from babylon_assets.training import metric_names
 from resources.wandb import WandbResource, wandb_resource_for
 
 SECRET = "sk-test-secret-value-0123456789"
@@ -116,26 +118,28 @@ def finished_run_records(directory: Path) -> list[Record]:
 def test_offline_run_holds_metrics_config_and_checkpoint_artifact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The key is configured (and in the environment, where wandb itself looks) but an offline run needs none.
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     checkpoint = tmp_path / "checkpoints" / "policy" / "step-3"
     checkpoint.mkdir(parents=True)
     (checkpoint / "weights.bin").write_bytes(b"\x00" * 64)
-    resource = WandbResource(directory=str(tmp_path / "runs"), project="babylon-test")
+    resource = WandbResource(directory=str(tmp_path / "runs"), project="babylon-test", api_key=SECRET)
+    metrics = {metric_names.LOSS: 0.25, metric_names.REWARD: 0.5, metric_names.EVAL_MARGIN: 0.125}
 
     run = resource.start_run(name="policy-from-step-2", group="policy", config={"training": {"iterations": 1}})
-    run.log({"train/loss": 0.25, "train/reward": 0.5, "eval/margin": 0.125}, step=3)
-    artifact = run.log_checkpoint(
+    run.log(metrics, step=3)
+    run.log_checkpoint(
         name="policy",
+        step=3,
         location=str(checkpoint),
-        metadata={"step": 3, "windows": ["2026-11-24T13:00", "2026-11-24T14:00"]},
+        metadata={"windows": ["2026-11-24T13:00", "2026-11-24T14:00"]},
     )
     run.finish(failed=False)
 
-    assert artifact == "policy:step-3"
     assert run.url is None and run.path.endswith(run.run_id)
     records = finished_run_records(tmp_path / "runs")
     [row] = [{item.name: item.value for item in r.history.item} for r in records if r.history is not None]
-    assert {"train/loss": 0.25, "train/reward": 0.5, "eval/margin": 0.125, "_step": 3}.items() <= row.items()
+    assert {**metrics, "_step": 3}.items() <= row.items()
 
     [run_record] = [r.run for r in records if r.run is not None]
     config = {item.name: item.value for item in run_record.config.update}
@@ -143,7 +147,8 @@ def test_offline_run_holds_metrics_config_and_checkpoint_artifact(
 
     [logged] = [r.artifact for r in records if r.artifact is not None]
     assert logged.name == "policy" and logged.type == "model"
-    assert json.loads(logged.metadata)["windows"] == ["2026-11-24T13:00", "2026-11-24T14:00"]
+    described = json.loads(logged.metadata)
+    assert described["windows"] == ["2026-11-24T13:00", "2026-11-24T14:00"] and described["step"] == 3
     assert {"step-3", "latest"} <= set(logged.aliases)
     paths = {entry.path for entry in logged.manifest.contents}
     assert "checkpoint.json" in paths and any(path.startswith("checkpoint") and "weights" in path for path in paths)
@@ -155,15 +160,26 @@ def test_offline_run_holds_metrics_config_and_checkpoint_artifact(
 
 
 def test_online_mode_without_key_fails_with_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    with pytest.raises(ConfigurationError, match="WANDB_API_KEY"):
-        WandbResource(mode="online", directory=str(tmp_path)).start_run(name="n", group="g", config={})
+    # The key is the resource's, never read from the environment behind its back.
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    for key in (None, "  "):
+        with pytest.raises(ConfigurationError, match="WANDB_API_KEY"):
+            WandbResource(mode="online", directory=str(tmp_path), api_key=key).start_run(name="n", group="g", config={})
+    assert not (tmp_path / "wandb").exists()
 
 
 def test_profiles_pick_offline_locally_and_online_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BABYLON_WANDB_MODE", raising=False)
-    assert wandb_resource_for("local").mode == "offline"
-    assert wandb_resource_for("production").mode == "online"
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    local = wandb_resource_for("local")
+    assert (local.mode, local.api_key) == ("offline", None)
+    with pytest.raises(ConfigurationError, match="needs an API key: set WANDB_API_KEY"):
+        wandb_resource_for("production")
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    production = wandb_resource_for("production")
+    # Dagster resolves the key when a run starts; the resource holds only the variable's name.
+    assert production.mode == "online" and isinstance(production.api_key, dg.EnvVar)
+    assert SECRET not in repr(production)
     monkeypatch.setenv("BABYLON_WANDB_MODE", "offline")
     assert wandb_resource_for("production").mode == "offline"
     monkeypatch.setenv("BABYLON_WANDB_MODE", "disabled")

@@ -8,13 +8,12 @@ held-out log-likelihood margin here: `eval_margin` returns None and the margin s
 
 import asyncio
 import importlib.util
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
-from pydantic import JsonValue
+from pydantic import JsonValue, SecretStr
 
 from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.training.hf_policy import TINY
@@ -25,10 +24,7 @@ if TYPE_CHECKING:
     # `import art` takes seconds; only the ART backends import it, when they are used.
     import art
 
-WANDB_API_KEY_ENV = "WANDB_API_KEY"
 LOCAL_EXTRA_MODULES = ("unsloth", "vllm")
-# ART's metric names for what our torch trainer calls train/loss and train/grad_norm.
-_ART_METRIC_NAMES = {"loss/train": "train/loss", "loss/grad_norm": "train/grad_norm"}
 
 
 def to_art_groups(groups: Sequence[ScoredGroup]) -> list["art.TrajectoryGroup"]:
@@ -56,10 +52,6 @@ def to_art_groups(groups: Sequence[ScoredGroup]) -> list["art.TrajectoryGroup"]:
         )
         for group in groups
     ]
-
-
-def _art_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    return {_ART_METRIC_NAMES.get(key, f"art/{key}"): float(value) for key, value in metrics.items()}
 
 
 class ArtTrainer(ABC):
@@ -112,7 +104,8 @@ class ArtTrainer(ABC):
         )
         return StepOutcome(
             step=result.step,
-            metrics=_art_metrics(result.metrics),
+            # ART's names are the platform's (see metric_names).
+            metrics={key: float(value) for key, value in result.metrics.items()},
             checkpoint=CheckpointRef(backend=self._policy.backend, step=result.step, location=self._location(result)),
         )
 
@@ -120,9 +113,8 @@ class ArtTrainer(ABC):
         return None
 
     def close(self) -> None:
-        close = getattr(self._backend, "close", None)
-        if close is not None:
-            self._loop.run_until_complete(close())
+        if self._backend is not None:
+            self._loop.run_until_complete(self._backend.close())
         self._loop.close()
 
 
@@ -133,7 +125,7 @@ class ArtLocalTrainer(ArtTrainer):
             raise ConfigurationError(
                 "backend 'art-local' trains on a local NVIDIA GPU, but torch sees none "
                 "(torch.cuda.is_available() is False); use backend 'torch' on this machine, "
-                f"or 'art-serverless' with {WANDB_API_KEY_ENV}"
+                "or 'art-serverless' with WANDB_API_KEY"
             )
         missing = [name for name in LOCAL_EXTRA_MODULES if importlib.util.find_spec(name) is None]
         if missing:
@@ -156,28 +148,28 @@ class ArtLocalTrainer(ArtTrainer):
         return {"allow_training_without_logprobs": True}
 
     def _location(self, result: "art.TrainResult") -> str:
-        path = getattr(result, "checkpoint_path", None)
-        if not isinstance(path, str):
+        from art.types import LocalTrainResult
+
+        if not isinstance(result, LocalTrainResult) or result.checkpoint_path is None:
             raise BabylonError("ART's LocalBackend saved no checkpoint for this step; check its log under art_path")
-        return path
+        return result.checkpoint_path
 
 
 class ArtServerlessTrainer(ArtTrainer):
-    def __init__(self, policy: PolicySpec) -> None:
-        if not os.environ.get(WANDB_API_KEY_ENV, "").strip():
-            raise ConfigurationError(
-                f"backend 'art-serverless' trains on W&B Training and needs {WANDB_API_KEY_ENV}; "
-                "set it (https://wandb.ai/authorize) or use backend 'torch'"
-            )
+    """ART on W&B Training; the caller supplies the W&B API key (resources.trainer reads WANDB_API_KEY)."""
+
+    def __init__(self, policy: PolicySpec, *, api_key: SecretStr) -> None:
+        self._api_key = api_key
         super().__init__(policy)
 
     def _make_backend(self) -> "art.Backend":
         import art
 
-        return art.ServerlessBackend(api_key=os.environ[WANDB_API_KEY_ENV].strip())
+        return art.ServerlessBackend(api_key=self._api_key.get_secret_value())
 
     def _location(self, result: "art.TrainResult") -> str:
-        name = getattr(result, "artifact_name", None)
-        if not isinstance(name, str):
+        from art.types import ServerlessTrainResult
+
+        if not isinstance(result, ServerlessTrainResult) or result.artifact_name is None:
             raise BabylonError("ART's ServerlessBackend returned no checkpoint artifact for this step")
-        return name
+        return result.artifact_name

@@ -3,9 +3,10 @@
 Sources (art/preprocessing/tokenize.py, art/preprocessing/pack.py, art/loss.py):
 - advantage A_i = (r_i - mean r) / (population std r + 1e-6); zero-advantage trajectories are dropped,
   so a group whose rewards are all equal contributes nothing;
-- raw token weight of trajectory i: 1 / (its trainable tokens + 1e-6);
-- over the whole step, weights are divided by their mean over trainable tokens and advantages by
-  mean(|A| * w) over trainable tokens;
+- raw token weight of trajectory i: 1 / (its assistant tokens + 1e-6), counted before truncation
+  (ART truncates later, when it packs);
+- over the whole step, weights are divided by their mean over the trainable tokens left after
+  truncation, and advantages by mean(|A| * w) over the same tokens;
 - per token, loss = -clip(sg(rho), 1 - eps, 1 + eps_high) * A * w * log pi(token), summed over
   trainable tokens and divided by (trainable tokens of the optimizer batch + 1e-6) (CISPO, eps=1,
   eps_high=4). Without old log-probabilities rho = 1, as ART assumes for recorded turns.
@@ -23,13 +24,16 @@ STD_EPSILON = 1e-6
 
 
 class EncodedChat(BaseModel):
-    """A tokenized conversation; `assistant_mask[t]` marks tokens the policy said."""
+    """A tokenized conversation, cut to the trainer's max_seq_len; `assistant_mask[t]` marks tokens the
+    policy said."""
 
     model_config = ConfigDict(frozen=True)
 
     token_ids: list[int]
     assistant_mask: list[bool]
     truncated: bool
+    # Assistant tokens of the whole conversation, including any cut off: ART weighs trajectories by these.
+    full_trainable_tokens: int
 
     @property
     def trainable_tokens(self) -> int:
@@ -65,15 +69,16 @@ def raw_token_weight(trainable_tokens: int) -> float:
 def normalize_items(items: Sequence[tuple[str, EncodedChat, float]]) -> list[TrainItem]:
     """Per-step normalisation of (id, chat, advantage) as ART packs them.
 
-    Weights become w_i / mean_tokens(w) and advantages A_i / mean_tokens(|A| * w), both means taken
-    over every trainable token of the step. Items with a zero advantage or no trainable token are
-    dropped first, as ART drops them.
+    Raw weights come from each conversation's full assistant token count; they become
+    w_i / mean_tokens(w) and advantages A_i / mean_tokens(|A| * w), both means taken over every
+    trainable token left in the step. Items with a zero advantage or no trainable token left are
+    dropped first: ART drops the former and packs the latter fully masked, which changes nothing.
     """
     kept = [(tid, chat, adv) for tid, chat, adv in items if adv != 0 and chat.trainable_tokens > 0]
     if not kept:
         return []
     tokens = [chat.trainable_tokens for _, chat, _ in kept]
-    raw = [raw_token_weight(n) for n in tokens]
+    raw = [raw_token_weight(chat.full_trainable_tokens) for _, chat, _ in kept]
     total_tokens = sum(tokens)
     mean_weight = sum(n * w for n, w in zip(tokens, raw, strict=True)) / total_tokens
     weights = [w / mean_weight for w in raw]

@@ -5,10 +5,12 @@ saved once under babylon_home()/models, so every later load is an ordinary local
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from peft import PeftModel
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
@@ -20,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerFast,
     masking_utils,
 )
+from transformers.utils import logging as transformers_logging
 
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.training.files import write_folder_atomically
@@ -49,6 +52,21 @@ def undo_art_mask_patch() -> None:
         from art.transformers import patches
 
         masking_utils._preprocess_mask_arguments = patches._preprocess_mask_arguments
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Hide transformers' per-call progress bars ("Loading weights", "Writing model shards"): a local
+    load or save takes well under a second and the bars only clutter `babylon train`. Its warnings
+    (missing or unexpected weights, ...) go through logging and still show."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    # transformers leaves these two unannotated.
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -92,7 +110,7 @@ def resolve_base_model(base_model: str, models_root: Path) -> Path:
 
             def write(temporary: Path) -> None:
                 tokenizer = build_tiny_tokenizer()
-                build_tiny_model(tokenizer).save_pretrained(temporary)
+                save_model(build_tiny_model(tokenizer), temporary)
                 tokenizer.save_pretrained(temporary)
 
             write_folder_atomically(folder, write)
@@ -119,8 +137,24 @@ def load_tokenizer(base_path: Path) -> PreTrainedTokenizerBase:
 
 
 def load_base_model(base_path: Path) -> PreTrainedModel:
-    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(base_path, local_files_only=True, dtype=torch.float32)
+    with _no_progress_bars():
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+            base_path, local_files_only=True, dtype=torch.float32
+        )
     return model
+
+
+def load_lora_model(base_path: Path, adapter_path: Path) -> PeftModel:
+    """The base model with the trainable LoRA adapters saved in `adapter_path`."""
+    base = load_base_model(base_path)
+    with _no_progress_bars():
+        return PeftModel.from_pretrained(base, adapter_path, is_trainable=True)
+
+
+def save_model(model: PreTrainedModel | PeftModel, folder: Path) -> None:
+    """Weights (or LoRA adapters) and config in `folder`, as `from_pretrained` reads them back."""
+    with _no_progress_bars():
+        model.save_pretrained(str(folder))
 
 
 def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatMessage], max_seq_len: int) -> EncodedChat:
@@ -156,5 +190,9 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatMessa
             trainable = message.role == "assistant"
         token_ids.extend(ids)
         mask.extend([trainable] * len(ids))
-    truncated = len(token_ids) > max_seq_len
-    return EncodedChat(token_ids=token_ids[:max_seq_len], assistant_mask=mask[:max_seq_len], truncated=truncated)
+    return EncodedChat(
+        token_ids=token_ids[:max_seq_len],
+        assistant_mask=mask[:max_seq_len],
+        truncated=len(token_ids) > max_seq_len,
+        full_trainable_tokens=sum(mask),
+    )

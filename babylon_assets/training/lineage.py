@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import connect
 from babylon_assets.errors import BabylonError
+from babylon_assets.training import metric_names
 from babylon_assets.trajectories.models import window_key
 
 
@@ -43,7 +44,7 @@ def checkpoint_lineage(url: str, model_name: str, step: int | None = None) -> Ch
         row = conn.execute(
             """
             SELECT c.id, c.step, c.backend, c.location, c.created_at, c.score_versions,
-                   (c.metrics ->> 'train/loss')::float8, (c.metrics ->> 'train/reward')::float8,
+                   (c.metrics ->> %s)::float8, (c.metrics ->> %s)::float8,
                    c.eval_margin_before, c.eval_margin_after, b.checkpoint_id IS NOT NULL,
                    c.wandb_run_id, c.wandb_artifact
             FROM policy_checkpoints AS c
@@ -51,7 +52,7 @@ def checkpoint_lineage(url: str, model_name: str, step: int | None = None) -> Ch
             WHERE c.model_name = %s AND (%s::int IS NULL OR c.step = %s)
             ORDER BY c.step DESC LIMIT 1
             """,
-            (model_name, step, step),
+            (metric_names.LOSS, metric_names.REWARD, model_name, step, step),
         ).fetchone()
         if row is None:
             which = "" if step is None else f" at step {step}"

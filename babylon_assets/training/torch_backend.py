@@ -5,14 +5,14 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, JsonValue
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.training import metric_names
 from babylon_assets.training.files import write_folder_atomically
 from babylon_assets.training.grpo import (
     EncodedChat,
@@ -26,29 +26,26 @@ from babylon_assets.training.grpo import (
 from babylon_assets.training.hf_policy import (
     encode_chat,
     load_base_model,
+    load_lora_model,
     load_tokenizer,
     resolve_base_model,
+    save_model,
     undo_art_mask_patch,
 )
-from babylon_assets.training.types import CheckpointRef, MarginPair, PolicySpec, ScoredGroup, StepOutcome
+from babylon_assets.training.types import (
+    CheckpointRef,
+    MarginPair,
+    PolicySpec,
+    ScoredGroup,
+    StepOutcome,
+    TorchSettings,
+)
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 MODEL_FOLDER = "model"
-
-
-class TorchSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    device: Literal["cpu", "cuda"] = "cpu"
-    lora: bool = False
-    lora_rank: int = Field(default=8, ge=1)
-    lora_alpha: int = Field(default=16, ge=1)
-    max_seq_len: int = Field(default=2048, ge=8)
-    max_grad_norm: float = Field(default=0.1, gt=0)
-    # ART's unsloth RL step sets AdamW weight decay to 0.1.
-    weight_decay: float = Field(default=0.1, ge=0)
-    tokens_per_batch: int = Field(default=8192, ge=8)
+# ART's trainer arguments (art/dev/get_model_config.py): AdamW with beta2 0.99, constant learning rate.
+ADAM_BETAS = (0.9, 0.99)
 
 
 class TrainerState(BaseModel):
@@ -82,6 +79,8 @@ class TorchTrainer:
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(self._base_path)
         self.model: torch.nn.Module = self._fresh_model()
         self._optimizer = self._new_optimizer()
+        # The step the weights in memory belong to (0: the base model as loaded).
+        self._step = 0
 
     @property
     def policy(self) -> PolicySpec:
@@ -112,12 +111,14 @@ class TorchTrainer:
         return [parameter for parameter in self.model.parameters() if parameter.requires_grad]
 
     def _new_optimizer(self) -> torch.optim.AdamW:
-        return torch.optim.AdamW(self._trainable(), lr=0.0, weight_decay=self._settings.weight_decay)
+        return torch.optim.AdamW(self._trainable(), lr=0.0, betas=ADAM_BETAS, weight_decay=self._settings.weight_decay)
 
     def resume(self, checkpoint: CheckpointRef | None) -> None:
         if checkpoint is None:
-            self.model = self._fresh_model()
-            self._optimizer = self._new_optimizer()
+            if self._step != 0:
+                self.model = self._fresh_model()
+                self._optimizer = self._new_optimizer()
+                self._step = 0
             return
         folder = Path(checkpoint.location)
         if not (folder / STATE_FILE).is_file():
@@ -134,13 +135,12 @@ class TorchTrainer:
                 f"lora={self._settings.lora}; keep the setting or train a new model_name"
             )
         if self._settings.lora:
-            base = load_base_model(self._base_path)
-            adapted: torch.nn.Module = PeftModel.from_pretrained(base, folder / MODEL_FOLDER, is_trainable=True)
-            self.model = self._on_device(adapted)
+            self.model = self._on_device(load_lora_model(self._base_path, folder / MODEL_FOLDER))
         else:
             self.model = self._on_device(load_base_model(folder / MODEL_FOLDER))
         self._optimizer = self._new_optimizer()
         self._optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=self._device))
+        self._step = checkpoint.step
 
     def train_step(self, groups: Sequence[ScoredGroup], *, step: int, learning_rate: float, seed: int) -> StepOutcome:
         started = time.perf_counter()
@@ -163,7 +163,7 @@ class TorchTrainer:
         grad_norms: list[float] = []
         self.model.train()
         for batch in pack_batches(items, self._settings.tokens_per_batch):
-            tensors = batch_tensors(batch, self._pad_token_id())
+            tensors = batch_tensors(batch, self.pad_token_id())
             logits = self.model(
                 input_ids=tensors.token_ids.to(self._device),
                 attention_mask=tensors.attention_mask.to(self._device),
@@ -186,30 +186,30 @@ class TorchTrainer:
             losses.append(loss.item())
             grad_norms.append(grad_norm.item())
 
+        self._step = step
         location = self._save(step)
         metrics: dict[str, float] = {
-            "train/num_groups": float(len(groups)),
-            "train/num_trainable_groups": float(trainable_groups),
-            "train/num_trajectories": float(len(candidates)),
-            "train/num_trained_trajectories": float(len(items)),
-            "train/num_tokens": float(sum(len(chat.token_ids) for _, chat, _ in candidates)),
-            "train/num_trainable_tokens": float(sum(item.chat.trainable_tokens for item in items)),
-            "train/truncated_trajectories": float(sum(chat.truncated for _, chat, _ in candidates)),
-            "train/max_seq_len": float(self._settings.max_seq_len),
-            "train/optimizer_steps": float(len(losses)),
-            "train/learning_rate": learning_rate,
+            metric_names.GROUPS: float(len(groups)),
+            metric_names.TRAINABLE_GROUPS: float(trainable_groups),
+            metric_names.TRAJECTORIES: float(len(candidates)),
+            metric_names.TRAINED_TRAJECTORIES: float(len(items)),
+            metric_names.TRUNCATED_TRAJECTORIES: float(sum(chat.truncated for _, chat, _ in candidates)),
+            metric_names.TOKENS: float(sum(len(item.chat.token_ids) for item in items)),
+            metric_names.TRAINER_TOKENS: float(sum(item.chat.trainable_tokens for item in items)),
+            metric_names.GRADIENT_STEPS: float(len(losses)),
+            metric_names.LEARNING_RATE: learning_rate,
         }
         if losses:
-            metrics["train/loss"] = sum(losses) / len(losses)
-            metrics["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
-        metrics["train/step_time"] = time.perf_counter() - started
+            metrics[metric_names.LOSS] = sum(losses) / len(losses)
+            metrics[metric_names.GRAD_NORM] = sum(grad_norms) / len(grad_norms)
+        metrics[metric_names.STEP_TIME] = time.perf_counter() - started
         return StepOutcome(
             step=step,
             metrics=metrics,
             checkpoint=CheckpointRef(backend="torch", step=step, location=str(location)),
         )
 
-    def _pad_token_id(self) -> int:
+    def pad_token_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         if not isinstance(pad, int):
             raise ConfigurationError("the tokenizer has no pad token id")
@@ -219,8 +219,8 @@ class TorchTrainer:
         state = TrainerState(step=step, base_model=self._policy.base_model, lora=self._settings.lora)
 
         def write(folder: Path) -> None:
-            model: PreTrainedModel = self.model  # type: ignore[assignment]
-            model.save_pretrained(folder / MODEL_FOLDER)
+            model: PreTrainedModel | PeftModel = self.model  # type: ignore[assignment]
+            save_model(model, folder / MODEL_FOLDER)
             torch.save(self._optimizer.state_dict(), folder / OPTIMIZER_FILE)
             (folder / STATE_FILE).write_text(json.dumps(state.model_dump()))
 

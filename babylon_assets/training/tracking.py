@@ -5,6 +5,15 @@ from typing import Protocol
 from pydantic import JsonValue
 
 
+def step_alias(step: int) -> str:
+    return f"step-{step}"
+
+
+def checkpoint_artifact(model_name: str, step: int) -> str:
+    """name:alias of the artifact `TrackedRun.log_checkpoint` logs for a step's checkpoint."""
+    return f"{model_name}:{step_alias(step)}"
+
+
 class TrackedRun(Protocol):
     @property
     def run_id(self) -> str: ...
@@ -21,8 +30,9 @@ class TrackedRun(Protocol):
 
     def log(self, metrics: dict[str, float], *, step: int) -> None: ...
 
-    def log_checkpoint(self, *, name: str, location: str, metadata: dict[str, JsonValue]) -> str:
-        """Log a checkpoint artifact (a local folder is referenced, not copied); return its name:alias."""
+    def log_checkpoint(self, *, name: str, step: int, location: str, metadata: dict[str, JsonValue]) -> None:
+        """Log a checkpoint artifact named `name`, aliased `step_alias(step)` (a local folder is referenced,
+        not copied)."""
         ...
 
     def finish(self, *, failed: bool) -> None: ...

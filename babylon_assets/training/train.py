@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 
 from babylon_assets.db.connection import connect
 from babylon_assets.errors import BabylonError
-from babylon_assets.training import data, registry
+from babylon_assets.training import data, metric_names, registry
 from babylon_assets.training.backend import TrainerBackend
 from babylon_assets.training.config import TrainingConfig
-from babylon_assets.training.tracking import ExperimentTracker, TrackedRun
+from babylon_assets.training.tracking import ExperimentTracker, TrackedRun, checkpoint_artifact
 from babylon_assets.training.types import (
     MarginPair,
     PolicySpec,
@@ -139,12 +139,12 @@ def train_one_step(
     trajectories = [t for group in groups for t in group.trajectories]
     metrics = {
         **outcome.metrics,
-        "train/reward": sum(t.score for t in trajectories) / len(trajectories),
-        "train/dropout_rate": rate,
-        "train/num_windows": float(len({group.window_id for group in groups})),
+        metric_names.REWARD: sum(t.score for t in trajectories) / len(trajectories),
+        metric_names.DROPOUT_RATE: rate,
+        metric_names.WINDOWS: float(len({group.window_id for group in groups})),
     }
     if margin_after is not None:
-        metrics["eval/margin"] = margin_after
+        metrics[metric_names.EVAL_MARGIN] = margin_after
     with connect(context.url, autocommit=True) as conn:
         checkpoint_id = registry.register_checkpoint(
             conn,
@@ -156,15 +156,15 @@ def train_one_step(
             eval_margin_after=margin_after,
             eval_windows=len(context.plan.pairs),
             wandb_run_id=run.run_id,
-            wandb_artifact=f"{policy.name}:step-{outcome.step}",
+            wandb_artifact=checkpoint_artifact(policy.name, outcome.step),
         )
     windows = [window_key(window_id) for window_id in sorted({group.window_id for group in groups})]
     run.log(metrics, step=outcome.step)
     run.log_checkpoint(
         name=policy.name,
+        step=outcome.step,
         location=outcome.checkpoint.location,
         metadata={
-            "step": outcome.step,
             "checkpoint_id": checkpoint_id,
             "windows": list(windows),
             "trajectories": len(trajectories),
@@ -204,7 +204,7 @@ def train_policy(
             )
             try:
                 if margin is not None:
-                    run.log({"eval/margin": margin}, step=previous_step)
+                    run.log({metric_names.EVAL_MARGIN: margin}, step=previous_step)
                 loaded: dict[datetime, list[ScoredTrajectory]] = {}
                 for _ in range(config.iterations):
                     record = train_one_step(
