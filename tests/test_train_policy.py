@@ -13,6 +13,7 @@ from psycopg import sql
 
 from babylon_assets.cli import main
 from babylon_assets.db.connection import connect, connect_async
+from babylon_assets.metadata import MISSING
 from babylon_assets.training import metric_names, registry
 from babylon_assets.training.assets import trained_checkpoint
 from babylon_assets.training.config import TrainingConfig
@@ -291,5 +292,7 @@ def test_trained_checkpoint_asset_materializes_with_metadata_and_never_shows_the
         [cell.strip() for cell in line.strip("|").split("|")] for line in (metadata["steps"].md_str or "").splitlines()
     ]
     assert header[:3] == ["step", "windows", "trajectories"] and first_step[:3] == ["1", "1", str(AGENTS)]
+    # Loss, reward, grad norm and margin are all measured on the tiny model.
+    assert header[4:] == ["loss", "reward", "grad norm", "eval margin"] and MISSING not in first_step[4:]
     assert metadata["checkpoint"] == dg.MetadataValue.path(str(tmp_path / "checkpoints" / "policy" / "step-1"))
     assert trained_checkpoint.op.tags["workload"] == "training"

@@ -8,6 +8,7 @@ import pandas as pd
 
 from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.metadata import markdown_table
+from babylon_assets.training import metric_names
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.train import train_policy
 from babylon_assets.training.types import TrainingResult
@@ -26,9 +27,9 @@ def steps_table(result: TrainingResult) -> str:
             "windows": [len(record.windows) for record in result.steps],
             "trajectories": [record.trajectories for record in result.steps],
             "dropout": [record.dropout_rate for record in result.steps],
-            "loss": [record.metrics.get("train/loss") for record in result.steps],
-            "reward": [record.metrics.get("train/reward") for record in result.steps],
-            "grad norm": [record.metrics.get("train/grad_norm") for record in result.steps],
+            "loss": [record.metrics.get(metric_names.LOSS) for record in result.steps],
+            "reward": [record.metrics.get(metric_names.REWARD) for record in result.steps],
+            "grad norm": [record.metrics.get(metric_names.GRAD_NORM) for record in result.steps],
             "eval margin": [record.eval_margin_after for record in result.steps],
         }
     )
