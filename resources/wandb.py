@@ -87,6 +87,8 @@ def start_wandb_run(
     if mode == "online" and not key:
         raise ConfigurationError(_missing_key_message())
     directory.mkdir(parents=True, exist_ok=True)
+    # wandb 0.31 prints its Weave hint ("Detected [litellm, openai] in use") despite Settings(silent=True);
+    # only the environment variable silences it.
     os.environ["WANDB_SILENT"] = "true"
     settings = wandb.Settings(
         mode=mode,

@@ -3,8 +3,9 @@
 Sources (art/preprocessing/tokenize.py, art/preprocessing/pack.py, art/loss.py):
 - advantage A_i = (r_i - mean r) / (population std r + 1e-6); zero-advantage trajectories are dropped,
   so a group whose rewards are all equal contributes nothing;
-- raw token weight of trajectory i: 1 / (its assistant tokens + 1e-6), counted before truncation
-  (ART truncates later, when it packs);
+- raw token weight of trajectory i: 1 / (its assistant tokens + 1e-6), counted before truncation, as
+  ART's packer weighs a result it truncates (ART's LocalBackend sizes its sequences to fit, up to the
+  model's maximum, and drops longer trajectories; we keep their first max_seq_len tokens instead);
 - over the whole step, weights are divided by their mean over the trainable tokens left after
   truncation, and advantages by mean(|A| * w) over the same tokens;
 - per token, loss = -clip(sg(rho), 1 - eps, 1 + eps_high) * A * w * log pi(token), summed over

@@ -186,6 +186,7 @@ class TorchTrainer:
             losses.append(loss.item())
             grad_norms.append(grad_norm.item())
 
+        # A step without any trainable group still becomes a checkpoint (unchanged weights), as in ART.
         self._step = step
         location = self._save(step)
         metrics: dict[str, float] = {
