@@ -818,7 +818,8 @@ def simulate(
         desc="simulating windows",
         unit="window",
         file=sys.stderr,
-        disable=not (sys.stderr.isatty() or windows * agents >= 5000),
+        # Only for a person watching a long run: in logs and pipes a redrawn bar is noise.
+        disable=not (sys.stderr.isatty() and windows * agents >= 5000),
     )
     steps = insert_windows(url, iter(progress), start=first, windows=windows)
     return SimulationSummary(
