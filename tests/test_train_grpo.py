@@ -168,7 +168,16 @@ def test_torch_trainer_changes_weights_and_lowers_the_loss_on_a_fixed_batch(tmp_
     # The policy now prefers the high-scored answer over the low-scored one.
     pair = MarginPair(window_id=WINDOW, top=group.trajectories[0].messages, bottom=group.trajectories[1].messages)
     margin = trainer.eval_margin([pair])
-    assert margin is not None and margin > 0
+    assert margin is not None and margin.value > 0 and margin.pairs == 1
+    # A pair whose answers lie beyond max_seq_len cannot be measured, and is not counted as measured.
+    long_prompt = [ChatMessage(role="user", content="BABY is at 10. " * 20)]
+    cut = MarginPair(
+        window_id=WINDOW,
+        top=[*long_prompt, ChatMessage(role="assistant", content="BUY")],
+        bottom=[*long_prompt, ChatMessage(role="assistant", content="SELL")],
+    )
+    assert trainer.eval_margin([cut]) is None
+    assert trainer.eval_margin([pair, cut]) == margin
 
 
 def test_each_step_clips_the_gradient_norm_with_arts_adamw_at_a_constant_learning_rate(tmp_path: Path) -> None:
@@ -229,7 +238,8 @@ def test_lora_trains_adapters_only_and_its_checkpoint_resumes(tmp_path: Path) ->
 
     resumed = make_trainer(tmp_path, lora=True)
     resumed.resume(outcome.checkpoint)
-    assert resumed.eval_margin([pair]) == pytest.approx(margin)
+    again = resumed.eval_margin([pair])
+    assert margin is not None and again is not None and again.value == pytest.approx(margin.value)
 
 
 def test_the_trainer_runs_although_art_patched_transformers(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
     with connect(scored_url) as conn:
         lineage = conn.execute(
             "SELECT c.step, count(DISTINCT w.window_id), count(DISTINCT t.trajectory_id), c.score_versions, "
-            "c.config, c.eval_margin_after, c.wandb_run_id FROM policy_checkpoints c "
+            "c.config, c.eval_margin_after, c.wandb_run_id, c.eval_windows FROM policy_checkpoints c "
             "JOIN checkpoint_windows w ON w.checkpoint_id = c.id "
             "JOIN checkpoint_trajectories t ON t.checkpoint_id = c.id AND t.window_id = w.window_id "
             "GROUP BY c.id ORDER BY c.step"
@@ -128,7 +128,8 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
             "SELECT b.eval_margin, (SELECT max(eval_margin_after) FROM policy_checkpoints) FROM best_checkpoints b"
         ).fetchone()
     assert [(row[0], row[1], row[2]) for row in lineage] == [(step, 1, AGENTS) for step in (1, 2, 3, 4)]
-    assert all(row[3] == ["test-judge@v1"] and row[5] is not None and row[6] for row in lineage)
+    # Every step measured the margin on the one held-out window's pair.
+    assert all(row[3] == ["test-judge@v1"] and row[5] is not None and row[6] and row[7] == 1 for row in lineage)
     config_text = json.dumps(lineage[0][4])
     assert "password" not in config_text.lower() and "api_key" not in config_text.lower()
     assert lineage[0][4]["training"]["iterations"] == 2

@@ -17,7 +17,7 @@ from pydantic import JsonValue, SecretStr
 
 from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.training.hf_policy import TINY
-from babylon_assets.training.types import CheckpointRef, MarginPair, PolicySpec, ScoredGroup, StepOutcome
+from babylon_assets.training.types import CheckpointRef, Margin, MarginPair, PolicySpec, ScoredGroup, StepOutcome
 from babylon_assets.trajectories.models import window_key
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class ArtTrainer(ABC):
             checkpoint=CheckpointRef(backend=self._policy.backend, step=result.step, location=self._location(result)),
         )
 
-    def eval_margin(self, pairs: Sequence[MarginPair]) -> float | None:
+    def eval_margin(self, pairs: Sequence[MarginPair]) -> Margin | None:
         return None
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ from typing import Protocol
 
 from pydantic import JsonValue
 
-from babylon_assets.training.types import CheckpointRef, MarginPair, PolicySpec, ScoredGroup, StepOutcome
+from babylon_assets.training.types import CheckpointRef, Margin, MarginPair, PolicySpec, ScoredGroup, StepOutcome
 
 
 class TrainerBackend(Protocol):
@@ -24,10 +24,10 @@ class TrainerBackend(Protocol):
         """One step on these groups; the checkpoint is complete when this returns, but unregistered."""
         ...
 
-    def eval_margin(self, pairs: Sequence[MarginPair]) -> float | None:
-        """Mean over pairs of (mean assistant-token log-prob of top - of bottom).
+    def eval_margin(self, pairs: Sequence[MarginPair]) -> Margin | None:
+        """The policy's margin on the pairs it can measure.
 
-        None when there is no pair, or when the backend cannot compute log-probabilities locally.
+        None when no pair can be measured, or when the backend cannot compute log-probabilities locally.
         """
         ...
 

@@ -34,6 +34,7 @@ from babylon_assets.training.hf_policy import (
 )
 from babylon_assets.training.types import (
     CheckpointRef,
+    Margin,
     MarginPair,
     PolicySpec,
     ScoredGroup,
@@ -239,14 +240,14 @@ class TorchTrainer:
             logprobs = token_logprobs(self.model(input_ids=ids).logits, ids)
         return float((logprobs * mask).sum() / mask.sum())
 
-    def eval_margin(self, pairs: Sequence[MarginPair]) -> float | None:
+    def eval_margin(self, pairs: Sequence[MarginPair]) -> Margin | None:
         margins: list[float] = []
         for pair in pairs:
             top = self.mean_assistant_logprob(encode_chat(self.tokenizer, pair.top, self._settings.max_seq_len))
             bottom = self.mean_assistant_logprob(encode_chat(self.tokenizer, pair.bottom, self._settings.max_seq_len))
             if top is not None and bottom is not None:
                 margins.append(top - bottom)
-        return sum(margins) / len(margins) if margins else None
+        return Margin(value=sum(margins) / len(margins), pairs=len(margins)) if margins else None
 
     def close(self) -> None:
         return None

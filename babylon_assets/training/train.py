@@ -135,7 +135,8 @@ def train_one_step(
         raise TrainingFailedError(
             f"the {policy.backend} backend reported step {outcome.step}, not after step {previous_step}"
         )
-    margin_after = trainer.eval_margin(context.plan.pairs)
+    measured = trainer.eval_margin(context.plan.pairs)
+    margin_after = None if measured is None else measured.value
     trajectories = [t for group in groups for t in group.trajectories]
     metrics = {
         **outcome.metrics,
@@ -154,7 +155,7 @@ def train_one_step(
             config=context.run_config,
             eval_margin_before=margin_before,
             eval_margin_after=margin_after,
-            eval_windows=len(context.plan.pairs),
+            eval_windows=0 if measured is None else measured.pairs,
             wandb_run_id=run.run_id,
             wandb_artifact=checkpoint_artifact(policy.name, outcome.step),
         )
@@ -198,7 +199,8 @@ def train_policy(
         records: list[StepRecord] = []
         try:
             trainer.resume(None if plan.latest is None else registry.checkpoint_ref(plan.latest))
-            first_margin = margin = trainer.eval_margin(plan.pairs)
+            start = trainer.eval_margin(plan.pairs)
+            first_margin = margin = None if start is None else start.value
             run = tracker.start_run(
                 name=f"{policy.name}-from-step-{previous_step}", group=policy.name, config=context.run_config
             )

@@ -63,6 +63,15 @@ class MarginPair(Frozen):
     bottom: list[ChatMessage]
 
 
+class Margin(Frozen):
+    """Held-out log-likelihood margin: mean over the measured pairs of (mean assistant-token log-prob of
+    the top trajectory - of the bottom one)."""
+
+    value: float
+    # Pairs measured; a pair whose assistant tokens were all truncated away is not.
+    pairs: int = Field(gt=0)
+
+
 class CheckpointRef(Frozen):
     """Where a backend put a step's weights: a local folder, or a W&B artifact name."""
 
