@@ -4,6 +4,7 @@ Nothing is downloaded: `tiny` is a 2-layer Llama with a byte-level tokenizer bui
 saved once under babylon_home()/models, so every later load is an ordinary local `from_pretrained`.
 """
 
+import fcntl
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -106,14 +107,19 @@ def resolve_base_model(base_model: str, models_root: Path) -> Path:
     """The local folder of the base model; `tiny` is built and saved there on first use."""
     if base_model == TINY:
         folder = models_root / TINY_VERSION
-        if not (folder / "config.json").exists():
+        models_root.mkdir(parents=True, exist_ok=True)
+        # Trainers of different models may build it at the same time, and write_folder_atomically clears
+        # a writer's leftovers: builders take turns.
+        with open(models_root / f".{TINY_VERSION}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / "config.json").exists():
 
-            def write(temporary: Path) -> None:
-                tokenizer = build_tiny_tokenizer()
-                save_model(build_tiny_model(tokenizer), temporary)
-                tokenizer.save_pretrained(temporary)
+                def write(temporary: Path) -> None:
+                    tokenizer = build_tiny_tokenizer()
+                    save_model(build_tiny_model(tokenizer), temporary)
+                    tokenizer.save_pretrained(temporary)
 
-            write_folder_atomically(folder, write)
+                write_folder_atomically(folder, write)
         return folder
     folder = Path(base_model).expanduser()
     if not (folder / "config.json").is_file():
@@ -132,6 +138,7 @@ def load_tokenizer(base_path: Path) -> PreTrainedTokenizerBase:
             f"the tokenizer in {base_path} has no chat template; the trainer needs one to find assistant tokens"
         )
     if tokenizer.pad_token_id is None:
+        # Padding is never attended to nor trained, so any token serves; causal LMs often ship without one.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
