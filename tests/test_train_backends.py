@@ -4,15 +4,17 @@ import importlib.util
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
+import art
 import dagster as dg
 import pytest
 import torch
 
-from babylon_assets.errors import ConfigurationError
-from babylon_assets.training.art_backends import ArtServerlessTrainer, to_art_groups
+from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.training.art_backends import ArtServerlessTrainer, ArtTrainer, to_art_groups
 from babylon_assets.training.torch_backend import TorchTrainer
-from babylon_assets.training.types import ScoredGroup, ScoredTrajectory
+from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup, ScoredTrajectory
 from babylon_assets.trajectories.messages import ChatMessage
 from resources.trainer import TrainerResource, trainer_resource_for
 
@@ -102,10 +104,10 @@ def test_torch_refuses_a_base_model_that_is_not_a_local_folder() -> None:
         TrainerResource(base_model=HF_MODEL).build()
 
 
-def test_groups_convert_to_art_trajectory_groups_item_by_item() -> None:
+def two_groups() -> list[ScoredGroup]:
     window = datetime(2026, 11, 24, 13, tzinfo=UTC)
     messages = [ChatMessage(role="system", content="s"), ChatMessage(role="user", content="u")]
-    groups = [
+    return [
         ScoredGroup(
             window_id=window,
             group_index=index,
@@ -124,6 +126,10 @@ def test_groups_convert_to_art_trajectory_groups_item_by_item() -> None:
         )
         for index in range(2)
     ]
+
+
+def test_groups_convert_to_art_trajectory_groups_item_by_item() -> None:
+    groups = two_groups()
     converted = to_art_groups(groups)
     assert len(converted) == 2
     for group, art_group in zip(groups, converted, strict=True):
@@ -132,3 +138,64 @@ def test_groups_convert_to_art_trajectory_groups_item_by_item() -> None:
             t.trajectory_id for t in group.trajectories
         ]
         assert art_group.trajectories[2].messages_and_choices[-1] == {"role": "assistant", "content": "answer 2"}
+
+
+class FakeArtBackend:
+    """Stands in for ART's backends (they need a GPU or W&B): holds a step and counts what it trains."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.rewards: list[list[float]] = []
+        self.closed = False
+
+    async def register(self, model: object) -> None:
+        return None
+
+    async def _prepare_backend_for_training(self, model: object, config: object) -> tuple[str, str]:
+        return "http://127.0.0.1:9/v1", "unused"
+
+    async def _get_step(self, model: object) -> int:
+        return self.step
+
+    async def train(self, model: object, groups: list[art.TrajectoryGroup], *, learning_rate: float) -> art.TrainResult:
+        self.step += 1
+        self.rewards.append([trajectory.reward for group in groups for trajectory in group.trajectories])
+        return art.TrainResult(step=self.step, metrics={"loss/train": 0.5, "data/step_trainer_tokens": 12})
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeArtTrainer(ArtTrainer):
+    def __init__(self, policy: PolicySpec, backend: FakeArtBackend) -> None:
+        self.fake = backend
+        super().__init__(policy)
+
+    def _make_backend(self) -> art.Backend:
+        return cast("art.Backend", self.fake)
+
+    def _location(self, result: art.TrainResult) -> str:
+        return f"fake:{result.step}"
+
+    def _where(self) -> str:
+        return "in the fake backend"
+
+
+def test_art_backends_train_from_the_registered_step_only_and_keep_arts_metric_names() -> None:
+    policy = PolicySpec(name="agent", base_model=HF_MODEL, project="test", backend="art-serverless")
+    registered = CheckpointRef(backend="art-serverless", step=3, location="fake:3")
+    trainer = FakeArtTrainer(policy, FakeArtBackend(step=3))
+    trainer.resume(registered)
+    outcome = trainer.train_step(two_groups(), step=4, learning_rate=1e-5, seed=0)
+    trainer.close()
+    assert (outcome.step, outcome.checkpoint.location) == (4, "fake:4")
+    assert outcome.metrics == {"loss/train": 0.5, "data/step_trainer_tokens": 12.0}
+    assert trainer.fake.rewards == [[0.0, 0.25, 0.5, 0.0, 0.25, 0.5]] and trainer.fake.closed
+
+    # ART went on to step 4 but the run died before registering it: training on would hide step 4's data.
+    ahead = FakeArtTrainer(policy, FakeArtBackend(step=4))
+    with pytest.raises(
+        BabylonError, match="ART holds model 'agent' at step 4, but its last registered checkpoint is step 3"
+    ):
+        ahead.resume(registered)
+    ahead.close()

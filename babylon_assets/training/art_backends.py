@@ -84,8 +84,14 @@ class ArtTrainer(ABC):
     @abstractmethod
     def _location(self, result: "art.TrainResult") -> str: ...
 
+    @abstractmethod
+    def _where(self) -> str:
+        """Where ART keeps this model's checkpoints, for a person to look."""
+
     def resume(self, checkpoint: CheckpointRef | None) -> None:
-        """ART resumes from its own latest checkpoint of the model (its folder or W&B)."""
+        """ART resumes from its own latest checkpoint of the model (its folder or W&B), which must be the
+        registered one: a later step of ART's was never registered, and training on from it would put
+        its unrecorded data into every following checkpoint."""
         import art
 
         self._backend = self._make_backend()
@@ -93,6 +99,15 @@ class ArtTrainer(ABC):
             name=self._policy.name, project=self._policy.project, base_model=self._policy.base_model
         )
         self._loop.run_until_complete(self._model.register(self._backend))
+        held = self._loop.run_until_complete(self._model.get_step())
+        registered = 0 if checkpoint is None else checkpoint.step
+        if held != registered:
+            raise BabylonError(
+                f"ART holds model {self._policy.name!r} at step {held}, but its last registered checkpoint is "
+                f"step {registered}: a run stopped between ART's checkpoint and its registration, or something "
+                f"else trained the model. Delete ART's checkpoints after step {registered} ({self._where()}), "
+                "or train under a new model_name"
+            )
 
     def train_step(self, groups: Sequence[ScoredGroup], *, step: int, learning_rate: float, seed: int) -> StepOutcome:
         if self._backend is None or self._model is None:
@@ -147,6 +162,9 @@ class ArtLocalTrainer(ArtTrainer):
         # Recorded assistant turns carry no logprobs; ART then takes rho = 1 (token-weighted REINFORCE).
         return {"allow_training_without_logprobs": True}
 
+    def _where(self) -> str:
+        return f"under {self._art_path}/{self._policy.project}/models/{self._policy.name}/checkpoints"
+
     def _location(self, result: "art.TrainResult") -> str:
         from art.types import LocalTrainResult
 
@@ -166,6 +184,9 @@ class ArtServerlessTrainer(ArtTrainer):
         import art
 
         return art.ServerlessBackend(api_key=self._api_key.get_secret_value())
+
+    def _where(self) -> str:
+        return f"the W&B artifacts of model {self._policy.name!r} in project {self._policy.project!r}"
 
     def _location(self, result: "art.TrainResult") -> str:
         from art.types import ServerlessTrainResult
