@@ -76,11 +76,10 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from babylon_assets.train_run import render_report, train
     from babylon_assets.training.config import TrainingConfig
-    from babylon_assets.trajectories.config import WindowConfig
+    from babylon_assets.trajectories.config import WindowConfig, WindowDiscovery
 
-    windows = WindowConfig(
-        min_agents=args.min_agents,
-        min_actions=args.min_actions,
+    windows = WindowDiscovery(
+        rule=WindowConfig(min_agents=args.min_agents, min_actions=args.min_actions),
         lookback_hours=args.lookback_hours,
         settle_minutes=args.settle_minutes,
     )

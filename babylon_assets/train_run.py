@@ -28,7 +28,7 @@ from babylon_assets.partitions import (
 )
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
-from babylon_assets.trajectories.config import WindowConfig
+from babylon_assets.trajectories.config import WindowDiscovery
 from babylon_assets.trajectories.models import WindowCandidate, window_key
 
 MetadataNumber = int | float
@@ -150,18 +150,18 @@ def _because(reason: str | None) -> str:
     return f": {reason}" if reason else ""
 
 
-async def _discover(url: str, config: WindowConfig, now: datetime) -> list[WindowCandidate]:
+async def _discover(url: str, config: WindowDiscovery, now: datetime) -> list[WindowCandidate]:
     async with await connect_async(url) as conn:
         return await eligible_windows_between(
             conn,
             after=before_lookback(now, config.lookback_hours),
             until=latest_completed_window(now, config.settle_minutes),
-            min_agents=config.min_agents,
-            min_actions=config.min_actions,
+            min_agents=config.rule.min_agents,
+            min_actions=config.rule.min_actions,
         )
 
 
-def train(window_config: WindowConfig, training_config: TrainingConfig) -> TrainReport:
+def train(discovery: WindowDiscovery, training_config: TrainingConfig) -> TrainReport:
     """Materialize raw -> validated -> scored for each eligible window, then trained_checkpoint."""
     url = resolve_database_url()
     require_migrated(url)
@@ -169,11 +169,11 @@ def train(window_config: WindowConfig, training_config: TrainingConfig) -> Train
     # In-process runs and their resources read these, exactly like `babylon dev`'s processes.
     os.environ.update(instance_environment(url))
 
-    candidates = asyncio.run(_discover(url, window_config, datetime.now(UTC)))
+    candidates = asyncio.run(_discover(url, discovery, datetime.now(UTC)))
     if not candidates:
         raise BabylonError(
-            f"no window of the last {window_config.lookback_hours} h is over and has {window_config.min_agents}+ "
-            f"agents with {window_config.min_actions}+ actions; run `babylon simulate` or `babylon verify`"
+            f"no window of the last {discovery.lookback_hours} h is over and has {discovery.rule.min_agents}+ "
+            f"agents with {discovery.rule.min_actions}+ actions; run `babylon simulate` or `babylon verify`"
         )
     keys = [window_key(candidate.window_id) for candidate in candidates]
     print(f"babylon train: {len(keys)} eligible window(s) {keys[0]} .. {keys[-1]}", file=sys.stderr)
@@ -186,7 +186,7 @@ def train(window_config: WindowConfig, training_config: TrainingConfig) -> Train
             result = window_job.execute_in_process(
                 partition_key=key,
                 instance=instance,
-                run_config=dg.RunConfig(ops={"validated_windows": window_config}, loggers=QUIET_CONSOLE),
+                run_config=dg.RunConfig(ops={"validated_windows": discovery.rule}, loggers=QUIET_CONSOLE),
                 tags={"babylon/command": "train"},
                 raise_on_error=False,
             )

@@ -19,7 +19,7 @@ from babylon_assets.partitions import (
     latest_completed_window,
     window_partitions,
 )
-from babylon_assets.trajectories.config import WindowConfig
+from babylon_assets.trajectories.config import WindowDiscovery
 from babylon_assets.trajectories.models import WindowCandidate, parse_window_key, window_key
 from babylon_assets.trajectories.reader import AsyncConn
 from resources.database import DatabaseResource
@@ -42,7 +42,7 @@ class FreshWindows(BaseModel):
 
 
 async def find_fresh_windows(
-    conn: AsyncConn, *, cursor: str | None, now: datetime, config: WindowConfig
+    conn: AsyncConn, *, cursor: str | None, now: datetime, config: WindowDiscovery
 ) -> FreshWindows:
     """The eligible windows completed since `cursor` (within the lookback), and the cursor to store next."""
     until = latest_completed_window(now, config.settle_minutes)
@@ -54,13 +54,13 @@ async def find_fresh_windows(
     if until <= after:
         return FreshWindows(windows=[], considered=0, cursor=cursor or window_key(after), waiting_for=waiting_for)
     windows = await eligible_windows_between(
-        conn, after=after, until=until, min_agents=config.min_agents, min_actions=config.min_actions
+        conn, after=after, until=until, min_agents=config.rule.min_agents, min_actions=config.rule.min_actions
     )
     considered = int((until - after) / HOUR)
     return FreshWindows(windows=windows, considered=considered, cursor=window_key(until), waiting_for=waiting_for)
 
 
-async def _find_fresh_windows(url: str, cursor: str | None, config: WindowConfig) -> FreshWindows:
+async def _find_fresh_windows(url: str, cursor: str | None, config: WindowDiscovery) -> FreshWindows:
     async with await connect_async(url) as conn:
         return await find_fresh_windows(conn, cursor=cursor, now=current_time(), config=config)
 
@@ -74,12 +74,12 @@ async def _find_fresh_windows(url: str, cursor: str | None, config: WindowConfig
     ),
 )
 def fresh_windows_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
-    config = WindowConfig()
+    config = WindowDiscovery()
     fresh = asyncio.run(_find_fresh_windows(database.url(), context.cursor, config))
     if not fresh.windows:
         checked = (
             f"none of the {fresh.considered} window(s) completed up to {fresh.cursor} has "
-            f"{config.min_agents}+ agents with {config.min_actions}+ actions; "
+            f"{config.rule.min_agents}+ agents with {config.rule.min_actions}+ actions; "
             if fresh.considered
             else "no window completed since the last tick; "
         )

@@ -1,14 +1,26 @@
-"""Run parameters of the window assets: which windows count and what a trajectory needs."""
+"""Which windows count: the rule a validated window meets, and which windows discovery takes up."""
 
 import dagster as dg
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class WindowConfig(dg.Config):
-    """The trainable-window rule; the same defaults as the original `--min-agents` and friends."""
+    """validated_windows' run config: the trainable-window rule, with the original `--min-agents` defaults."""
 
     min_agents: int = Field(default=5, ge=1, description="distinct agents with valid trajectories a window needs")
     min_actions: int = Field(default=5, ge=1, description="steps a trajectory needs to be kept")
+
+
+class WindowDiscovery(BaseModel):
+    """Which windows the fresh-windows sensor and `babylon train` take up: eligible under `rule`, started
+    inside the lookback, and over for at least `settle_minutes`.
+
+    Not run config: no asset reads the lookback or the settle delay, so the launchpad does not offer them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: WindowConfig = Field(default_factory=WindowConfig)
     lookback_hours: int = Field(default=168, ge=1, description="how far back windows are discovered")
     settle_minutes: int = Field(
         default=10, ge=0, description="how long after a window ends before it counts as complete (late rows)"
