@@ -131,9 +131,12 @@ def train_one_step(
             f"step {step} of model {policy.name!r} failed ({type(error).__name__}: {error}); "
             f"nothing was registered, the next run resumes from step {previous_step}"
         ) from error
-    if outcome.step <= previous_step:
+    if outcome.step != step:
+        # Every train call adds exactly one checkpoint; another step number means the backend's state and
+        # the registry disagree, and registering it would misstate the lineage.
         raise TrainingFailedError(
-            f"the {policy.backend} backend reported step {outcome.step}, not after step {previous_step}"
+            f"the {policy.backend} backend reported step {outcome.step} after step {previous_step}, not {step}; "
+            "nothing was registered"
         )
     measured = trainer.eval_margin(context.plan.pairs)
     margin_after = None if measured is None else measured.value
