@@ -24,7 +24,8 @@ class PolicySpec(Frozen):
 
 
 class TorchSettings(Frozen):
-    """The torch trainer's settings; defaults follow ART 0.5.18 where ART has one."""
+    """The torch trainer's settings; LoRA rank and alpha, max grad norm and weight decay default to ART
+    0.5.18's values."""
 
     device: Literal["cpu", "cuda"] = "cpu"
     lora: bool = False
@@ -32,7 +33,6 @@ class TorchSettings(Frozen):
     lora_alpha: int = Field(default=16, ge=1)
     max_seq_len: int = Field(default=2048, ge=8)
     max_grad_norm: float = Field(default=0.1, gt=0)
-    # ART's unsloth RL step sets AdamW weight decay to 0.1.
     weight_decay: float = Field(default=0.1, ge=0)
     tokens_per_batch: int = Field(default=8192, ge=8)
 
