@@ -36,7 +36,7 @@ _TORCH = TorchSettings()
 class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
     """The persistent policy (model_name, base_model, project) and the backend that trains it."""
 
-    backend: Literal["torch", "art-local", "art-serverless"] = Field(default="torch")
+    backend: BackendName = Field(default="torch")
     model_name: str = Field(default=DEFAULT_MODEL_NAME, description="the one persistent model's name")
     base_model: str = Field(
         default="tiny", description="local model folder (torch), Hugging Face id (ART), or 'tiny' (torch only)"
