@@ -256,6 +256,22 @@ def test_dropout_applies_per_step_in_training(scored_url: str, tmp_path: Path) -
     assert result.steps[0].trajectories == 8
 
 
+def test_dropout_is_sized_again_for_each_step(scored_url: str, tmp_path: Path) -> None:
+    # Two windows keep 3 scored trajectories (at most one of them is held out), the others 5.
+    with connect(scored_url) as conn:
+        conn.execute(
+            "DELETE FROM trajectory_scores WHERE score > 0.5 AND window_id IN "
+            "(SELECT window_id FROM window_scores ORDER BY window_id LIMIT 2)"
+        )
+    config = CONFIG.model_copy(
+        update={"min_agents": 3, "iterations": 3, "windows_per_iteration": 1, "target_trajectories": 4}
+    )
+    result = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), config)
+    # One unused window per step: a window of 5 is thinned to 4 (rate 0.2), a window of 3 is kept whole.
+    sized = {(round(record.dropout_rate, 6), record.trajectories) for record in result.steps}
+    assert sized == {(0.2, 4), (0.0, 3)}
+
+
 def test_trained_checkpoint_asset_materializes_with_metadata_and_never_shows_the_wandb_key(
     scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
