@@ -100,13 +100,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_lineage(args: argparse.Namespace) -> int:
     from babylon_assets.db.connection import resolve_database_url
     from babylon_assets.db.migrate import require_migrated
-    from babylon_assets.profile import active_profile
     from babylon_assets.training.lineage import checkpoint_lineage, render_lineage
-    from resources.trainer import trainer_resource_for
+    from resources.trainer import model_name_from_env
 
     url = resolve_database_url()
     require_migrated(url)
-    model_name = args.model or trainer_resource_for(active_profile()).model_name
+    # Reading a lineage needs only the model's name, not the trainer's requirements (GPU, keys).
+    model_name = args.model or model_name_from_env()
     print(render_lineage(checkpoint_lineage(url, model_name, args.step)))
     return 0
 

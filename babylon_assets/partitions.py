@@ -1,10 +1,10 @@
 """Windows become partitions only once they are over (plus a settle delay for late rows) and eligible."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 
-from babylon_assets.trajectories.models import WindowCandidate
+from babylon_assets.trajectories.models import WindowCandidate, hour_floor, lookback_start
 from babylon_assets.trajectories.reader import AsyncConn, discover_windows
 
 WINDOW_PARTITIONS = "windows"
@@ -13,13 +13,9 @@ window_partitions = dg.DynamicPartitionsDefinition(name=WINDOW_PARTITIONS)
 HOUR = timedelta(hours=1)
 
 
-def hour_floor(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
 def before_lookback(now: datetime, lookback_hours: int) -> datetime:
     """The hour just before the oldest window of the lookback: `after` for `eligible_windows_between`."""
-    return hour_floor(now) - timedelta(hours=lookback_hours) - HOUR
+    return lookback_start(now, lookback_hours) - HOUR
 
 
 def latest_completed_window(now: datetime, settle_minutes: int) -> datetime:

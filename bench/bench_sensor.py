@@ -14,8 +14,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import psycopg
 
-from babylon_assets.partitions import hour_floor
-from babylon_assets.trajectories.models import window_key
+from babylon_assets.trajectories.models import hour_floor, window_key
 from bench.scratch import scratch_database
 from resources.database import DatabaseResource
 from sensors.fresh_windows import fresh_windows_sensor

@@ -39,8 +39,6 @@ CREATE INDEX trajectories_window_discovery
     WHERE window_id IS NOT NULL AND is_training_data;
 -- Duplicate detection and lookups by the recorder's id.
 CREATE INDEX trajectories_trajectory_id ON trajectories (trajectory_id, id);
--- The fresh-windows sensor walks rows by arrival.
-CREATE INDEX trajectories_created_at ON trajectories (created_at, id);
 
 -- Ground truth per window, unknown to the agents while they acted: context for the judge only.
 CREATE TABLE market_outcomes_stock (

@@ -35,7 +35,9 @@ CREATE TABLE judge_permutation_scores (
     position integer NOT NULL CHECK (position >= 1),
     score double precision NOT NULL CHECK (score >= 0 AND score <= 1),
     explanation text NOT NULL,
-    cache_key text REFERENCES judge_cache (cache_key),
+    -- A cached answer that no longer validates must stay deletable (the judge's error says to delete
+    -- it and re-score): the citation is cleared, and re-scoring the window replaces these rows anyway.
+    cache_key text REFERENCES judge_cache (cache_key) ON DELETE SET NULL,
     PRIMARY KEY (window_id, trajectory_id, permutation),
     FOREIGN KEY (window_id, group_index) REFERENCES judge_groups (window_id, group_index) ON DELETE CASCADE
 );

@@ -87,6 +87,11 @@ def _env_choice(name: str, default: str | None) -> str:
     return value
 
 
+def model_name_from_env() -> str:
+    """The persistent model's name: BABYLON_MODEL_NAME, or the default."""
+    return _env_choice(MODEL_NAME_ENV, DEFAULT_MODEL_NAME)
+
+
 def trainer_resource_for(profile: Profile) -> TrainerResource:
     """Local: torch on CPU with the tiny model. Production: BABYLON_TRAINER_BACKEND and BABYLON_BASE_MODEL
     are required. Either profile reads BABYLON_TRAINER_BACKEND, BABYLON_BASE_MODEL, BABYLON_MODEL_NAME and
@@ -106,7 +111,7 @@ def trainer_resource_for(profile: Profile) -> TrainerResource:
         raise ConfigurationError(SERVERLESS_NEEDS_KEY)
     return TrainerResource(
         backend=chosen,
-        model_name=_env_choice(MODEL_NAME_ENV, DEFAULT_MODEL_NAME),
+        model_name=model_name_from_env(),
         base_model=base_model,
         device="cpu" if device == "cpu" else "cuda",
         wandb_api_key=dg.EnvVar(WANDB_API_KEY_ENV) if serverless else None,

@@ -1,7 +1,7 @@
 """Automatic training: one training run once enough scored windows exist that no checkpoint has used."""
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 import psycopg
@@ -11,7 +11,7 @@ from babylon_assets.db.connection import connect
 from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.jobs import training_job
 from babylon_assets.training.config import TrainingConfig
-from babylon_assets.trajectories.models import window_key
+from babylon_assets.trajectories.models import lookback_start, window_key
 from resources.database import DatabaseResource
 
 MIN_FRESH_WINDOWS = 3
@@ -58,7 +58,7 @@ def training_run_key(window_keys: list[str]) -> str:
 )
 def training_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SkipReason | dg.RunRequest:
     # The training run only picks windows inside its lookback; older ones would never be used.
-    since = datetime.now(UTC) - timedelta(hours=TrainingConfig().lookback_hours)
+    since = lookback_start(datetime.now(UTC), TrainingConfig().lookback_hours)
     with connect(database.url()) as conn:
         fresh = fresh_scored_windows(conn, since=since)
     if len(fresh) < MIN_FRESH_WINDOWS:

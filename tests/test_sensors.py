@@ -7,8 +7,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from babylon_assets.partitions import hour_floor
-from babylon_assets.trajectories.models import window_key
+from babylon_assets.trajectories.models import hour_floor, window_key
 from resources.database import DatabaseResource
 from sensors import fresh_windows, training
 from sensors.fresh_windows import fresh_windows_sensor

@@ -17,10 +17,11 @@ from babylon_assets.metadata import MISSING
 from babylon_assets.training import metric_names, registry
 from babylon_assets.training.assets import trained_checkpoint
 from babylon_assets.training.config import TrainingConfig
-from babylon_assets.training.data import dropout_rate
+from babylon_assets.training.data import dropout_rate, eligible_windows
 from babylon_assets.training.lineage import checkpoint_lineage
 from babylon_assets.training.train import NoTrainableWindowsError, train_policy
 from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup, ScoredTrajectory, StepOutcome
+from babylon_assets.trajectories.models import lookback_start
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
 from resources.database import DatabaseResource
@@ -313,3 +314,15 @@ def test_trained_checkpoint_asset_materializes_with_metadata_and_never_shows_the
     assert header[4:] == ["loss", "reward", "grad norm", "eval margin"] and MISSING not in first_step[4:]
     assert metadata["checkpoint"] == dg.MetadataValue.path(str(tmp_path / "checkpoints" / "policy" / "step-1"))
     assert trained_checkpoint.op.tags["workload"] == "training"
+
+
+def test_training_sees_exactly_the_lookback_windows_that_discovery_sees(scored_url: str) -> None:
+    # The fixture's windows start WINDOWS + 2 hours before the current hour; a lookback of that many
+    # whole hours holds the oldest one, one hour less does not, whatever the minute is now.
+    oldest = lookback_start(datetime.now(UTC), WINDOWS + 2)
+    with connect(scored_url) as conn:
+        holding = eligible_windows(conn, TrainingConfig(lookback_hours=WINDOWS + 2))
+        short = eligible_windows(conn, TrainingConfig(lookback_hours=WINDOWS + 1))
+    assert holding[0].window_id == oldest
+    assert oldest not in [window.window_id for window in short]
+    assert len(holding) == len(short) + 1 == WINDOWS

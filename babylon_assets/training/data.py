@@ -6,7 +6,7 @@ import hashlib
 import math
 import random
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -17,7 +17,7 @@ from babylon_assets.errors import BabylonError
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.types import MarginPair, ScoredGroup, ScoredTrajectory
 from babylon_assets.trajectories.messages import trajectory_messages
-from babylon_assets.trajectories.models import Trajectory, window_key
+from babylon_assets.trajectories.models import Trajectory, lookback_start, window_key
 from babylon_assets.trajectories.reader import load_accepted
 
 Conn = psycopg.Connection[TupleRow]
@@ -59,13 +59,13 @@ def eligible_windows(conn: Conn, config: TrainingConfig) -> list[EligibleWindow]
         JOIN trajectory_validations AS v
           ON v.trajectory_id = s.trajectory_id AND v.window_id = s.window_id AND v.accepted
         JOIN trajectories AS t ON t.id = v.row_id
-        WHERE w.window_id >= now() - make_interval(hours => %s)
+        WHERE w.window_id >= %s
           AND t.episode_length >= %s
         GROUP BY w.window_id
         HAVING count(DISTINCT t.agent_id) >= %s
         ORDER BY w.window_id
         """,
-        (config.lookback_hours, config.min_actions, config.min_agents),
+        (lookback_start(datetime.now(UTC), config.lookback_hours), config.min_actions, config.min_agents),
     ).fetchall()
     return [EligibleWindow(window_id=window_id, trajectories=count, agents=agents) for window_id, count, agents in rows]
 

@@ -4,7 +4,7 @@ Every number must be finite and every window id a UTC hour start; anything else 
 validation error whose message becomes the row's stored rejection reason.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -38,6 +38,17 @@ def _require_hour_start(value: datetime) -> datetime:
 
 
 WindowId = Annotated[datetime, AfterValidator(_require_hour_start)]
+
+
+def hour_floor(moment: datetime) -> datetime:
+    """The start of the UTC hour `moment` falls in: the window it belongs to."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def lookback_start(now: datetime, lookback_hours: int) -> datetime:
+    """The oldest window of a lookback: whole hours back from the current hour's start, so that
+    discovery, the sensors and training agree on which windows a lookback holds."""
+    return hour_floor(now) - timedelta(hours=lookback_hours)
 
 
 def window_key(window_id: datetime) -> str:

@@ -28,6 +28,8 @@ from babylon_assets.trajectories.models import (
     WindowCandidate,
     WindowLoad,
     WindowStats,
+    hour_floor,
+    lookback_start,
     window_key,
 )
 
@@ -302,9 +304,7 @@ async def discover_windows(
 
     The WHERE clause matches the partial index trajectories_window_discovery, so this is an index-only scan.
     """
-    # Whole hours: the lookback starts `lookback_hours` before the current hour's start, the same
-    # windows the sensor and `babylon train` consider (partitions.before_lookback).
-    current_hour = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    moment = now or datetime.now(UTC)
     async with conn.cursor() as cur:
         await cur.execute(
             """
@@ -319,8 +319,8 @@ async def discover_windows(
             ORDER BY window_start DESC
             """,
             {
-                "since": current_hour - timedelta(hours=lookback_hours),
-                "closed": current_hour,
+                "since": lookback_start(moment, lookback_hours),
+                "closed": hour_floor(moment),
                 "min_actions": min_actions,
                 "min_agents": min_agents,
             },
