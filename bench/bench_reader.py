@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from babylon_assets.db.connection import AsyncConn
 from babylon_assets.trajectories.reader import load_window
 from babylon_assets.trajectories.simulate import simulate
 from bench.scratch import scratch_database
@@ -35,12 +36,11 @@ RAW_TEXT_QUERY = (
     "trained_in_batch FROM trajectories WHERE window_id >= %s AND window_id < %s ORDER BY id"
 )
 
-Conn = psycopg.AsyncConnection[psycopg.rows.TupleRow]
-Reader = Callable[[Conn, datetime], Awaitable[int]]
+Reader = Callable[[AsyncConn, datetime], Awaitable[int]]
 
 
 def _raw(query: str) -> Reader:
-    async def read(conn: Conn, window_id: datetime) -> int:
+    async def read(conn: AsyncConn, window_id: datetime) -> int:
         async with conn.cursor() as cur:
             await cur.execute(query, (window_id, window_id + timedelta(hours=1)))
             return len(await cur.fetchall())
@@ -48,7 +48,7 @@ def _raw(query: str) -> Reader:
     return read
 
 
-async def _validated(conn: Conn, window_id: datetime) -> int:
+async def _validated(conn: AsyncConn, window_id: datetime) -> int:
     load = await load_window(conn, window_id, min_actions=10)
     if load.rejected:
         raise RuntimeError(f"simulated rows were rejected: {load.rejected[0].reason}")

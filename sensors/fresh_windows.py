@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.db.connection import connect_async
+from babylon_assets.db.connection import AsyncConn, connect_async
 from babylon_assets.jobs import window_chain_job
 from babylon_assets.partitions import (
     HOUR,
@@ -21,7 +21,6 @@ from babylon_assets.partitions import (
 )
 from babylon_assets.trajectories.config import WindowDiscovery
 from babylon_assets.trajectories.models import WindowCandidate, parse_window_key, window_key
-from babylon_assets.trajectories.reader import AsyncConn
 from resources.database import DatabaseResource
 
 

@@ -4,10 +4,8 @@ import hashlib
 from datetime import UTC, datetime
 
 import dagster as dg
-import psycopg
-from psycopg.rows import TupleRow
 
-from babylon_assets.db.connection import connect
+from babylon_assets.db.connection import Conn, connect
 from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.jobs import training_job
 from babylon_assets.training.config import TrainingConfig
@@ -23,7 +21,7 @@ ACTIVE_RUN_STATUSES = [
 ]
 
 
-def fresh_scored_windows(conn: psycopg.Connection[TupleRow], *, since: datetime) -> list[str]:
+def fresh_scored_windows(conn: Conn, *, since: datetime) -> list[str]:
     """Scored windows since `since` that no checkpoint trained on and that are not held out for evaluation.
 
     Held-out windows are never trained on, and windows older than the lookback are never picked:

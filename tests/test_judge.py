@@ -8,12 +8,10 @@ from datetime import UTC, datetime, timedelta
 from statistics import fmean
 
 import litellm
-import psycopg
 import pytest
-from psycopg.rows import TupleRow
 from pydantic import SecretStr
 
-from babylon_assets.db.connection import connect_async
+from babylon_assets.db.connection import AsyncConn, connect_async
 from babylon_assets.judging.judge import JudgeFailedError
 from babylon_assets.judging.rubric import RUBRIC_VERSION
 from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
@@ -33,7 +31,6 @@ from tests.judge_server import (
     scores_reply,
 )
 
-AsyncConn = psycopg.AsyncConnection[TupleRow]
 START = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
 

@@ -5,12 +5,10 @@ import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import psycopg
 import pytest
-from psycopg.rows import TupleRow
 from pydantic import JsonValue
 
-from babylon_assets.db.connection import connect_async
+from babylon_assets.db.connection import AsyncConn, connect_async
 from babylon_assets.judging.cache import AnswerCache
 from babylon_assets.judging.groups import permutation_orders, split_groups
 from babylon_assets.judging.judge import JudgeGroup
@@ -30,7 +28,6 @@ from babylon_assets.trajectories.reader import load_accepted
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
 
-AsyncConn = psycopg.AsyncConnection[TupleRow]
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 OUTCOMES = MarketOutcomes(
     window_id=WINDOW,

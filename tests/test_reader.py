@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from psycopg.rows import TupleRow
 from pydantic import JsonValue
 
+from babylon_assets.db.connection import AsyncConn
 from babylon_assets.errors import BabylonError
 from babylon_assets.trajectories.reader import (
     MAX_STEPS_BYTES,
@@ -25,16 +25,14 @@ NOW = datetime(2026, 11, 24, 13, 20, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 WINDOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
 
-Conn = psycopg.AsyncConnection[TupleRow]
-
 
 @pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[Conn]:
+async def conn(database_url: str) -> AsyncIterator[AsyncConn]:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as connection:
         yield connection
 
 
-async def test_both_recorded_step_shapes_load(database_url: str, conn: Conn) -> None:
+async def test_both_recorded_step_shapes_load(database_url: str, conn: AsyncConn) -> None:
     recorder_id, plugin_id = insert_rows(
         database_url, [row(WINDOW, "agent-a", steps=6), row(WINDOW, "agent-b", steps=5, shape="plugin")]
     )
@@ -50,7 +48,7 @@ async def test_both_recorded_step_shapes_load(database_url: str, conn: Conn) -> 
     assert load.distinct_agents == 2
 
 
-async def test_discovery_counts_distinct_agents_with_enough_steps(database_url: str, conn: Conn) -> None:
+async def test_discovery_counts_distinct_agents_with_enough_steps(database_url: str, conn: AsyncConn) -> None:
     windows = {agents: NOW.replace(minute=0) - agents * HOUR for agents in (2, 3, 5, 8)}
     rows = [r for agents, window in windows.items() for r in window_agents(window, agents)]
     # The same agent twice counts once; a short trajectory does not count; nor do windows that are
@@ -81,7 +79,7 @@ async def test_discovery_counts_distinct_agents_with_enough_steps(database_url: 
     assert candidates[0].trajectories == 3  # the 2-agent window, newest: agent-0 twice
 
 
-async def test_validate_window_stores_verdicts_idempotently(database_url: str, conn: Conn) -> None:
+async def test_validate_window_stores_verdicts_idempotently(database_url: str, conn: AsyncConn) -> None:
     good = window_agents(WINDOW, 3)
     bad = {**row(WINDOW, "agent-x"), "final_status": "exploded"}
     insert_rows(database_url, [*good, bad])
@@ -108,7 +106,7 @@ async def test_validate_window_stores_verdicts_idempotently(database_url: str, c
         assert await cur.fetchone() == (4,)
 
 
-async def test_window_stats_and_market_outcomes(database_url: str, conn: Conn) -> None:
+async def test_window_stats_and_market_outcomes(database_url: str, conn: AsyncConn) -> None:
     simulate(database_url, agents=5, windows=1, seed=5, start=WINDOW)
     insert_rows(database_url, [row(WINDOW, "agent-short", steps=2)])
     stats = await window_stats(conn, WINDOW, min_actions=5)
@@ -125,7 +123,7 @@ async def test_window_stats_and_market_outcomes(database_url: str, conn: Conn) -
     assert (await load_market_outcomes(conn, WINDOW + HOUR)).stocks == []
 
 
-async def test_rows_without_window_are_reported_not_lost(database_url: str, conn: Conn) -> None:
+async def test_rows_without_window_are_reported_not_lost(database_url: str, conn: AsyncConn) -> None:
     with_start, without_start = insert_rows(
         database_url,
         [row(None, "plugin-agent", shape="plugin"), {**row(None, "plugin-agent", shape="plugin"), "start_time": None}],
@@ -289,7 +287,7 @@ def _valid_rows() -> list[Columns]:
 
 @pytest.mark.parametrize(("columns", "reason"), [(c, r) for _, c, r in MALFORMED], ids=[n for n, _, _ in MALFORMED])
 async def test_malformed_row_is_rejected_with_its_reason(
-    database_url: str, conn: Conn, columns: Columns, reason: str
+    database_url: str, conn: AsyncConn, columns: Columns, reason: str
 ) -> None:
     valid = _valid_rows()
     *valid_ids, bad_id = insert_rows(database_url, [*valid, {**row(WINDOW, "bad-agent"), **columns}])
@@ -301,7 +299,7 @@ async def test_malformed_row_is_rejected_with_its_reason(
     assert [t.trajectory_id for t in load.accepted] == [r["trajectory_id"] for r in valid]
 
 
-async def test_whole_corpus_in_one_window(database_url: str, conn: Conn) -> None:
+async def test_whole_corpus_in_one_window(database_url: str, conn: AsyncConn) -> None:
     assert len(MALFORMED) >= 20
     valid = _valid_rows()
     ids = insert_rows(

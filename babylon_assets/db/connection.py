@@ -17,6 +17,9 @@ from psycopg.rows import TupleRow
 from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.profile import active_profile
 
+Conn = psycopg.Connection[TupleRow]
+AsyncConn = psycopg.AsyncConnection[TupleRow]
+
 DATABASE_URL_ENV = "DATABASE_URL"
 BABYLON_HOME_ENV = "BABYLON_HOME"
 
@@ -109,7 +112,7 @@ def resolve_database_url() -> str:
     return url
 
 
-def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[TupleRow]:
+def connect(url: str, *, autocommit: bool = False) -> Conn:
     """Open a connection, turning a refused or misconfigured server into one actionable error."""
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
@@ -117,7 +120,7 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[TupleRo
         raise DatabaseUnavailableError(unreachable_message(url, error)) from error
 
 
-async def connect_async(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[TupleRow]:
+async def connect_async(url: str, *, autocommit: bool = False) -> AsyncConn:
     """Async twin of `connect` for the reader."""
     try:
         return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, connect_timeout=10)

@@ -4,9 +4,9 @@ import asyncio
 import hashlib
 import json
 
-import psycopg
-from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt
+
+from babylon_assets.db.connection import AsyncConn
 
 
 def answer_cache_key(judge_model: str, rubric_version: str, messages_json: str, permutation: int) -> str:
@@ -37,7 +37,7 @@ class AnswerCache:
     statement inside another one's transaction.
     """
 
-    def __init__(self, conn: psycopg.AsyncConnection[TupleRow], lock: asyncio.Lock) -> None:
+    def __init__(self, conn: AsyncConn, lock: asyncio.Lock) -> None:
         self.conn = conn
         self.lock = lock
 

@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from statistics import fmean
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt
 
+from babylon_assets.db.connection import AsyncConn
 from babylon_assets.errors import BabylonError
 from babylon_assets.judging.cache import AnswerCache
 from babylon_assets.judging.groups import split_groups
@@ -31,7 +30,6 @@ from babylon_assets.judging.judge import (
 from babylon_assets.trajectories.models import Trajectory, window_key
 from babylon_assets.trajectories.reader import load_accepted, load_market_outcomes
 
-AsyncConn = psycopg.AsyncConnection[TupleRow]
 # Advisory lock class for storing a window's scores (the second key is the window's epoch hour).
 STORE_LOCK_CLASS = 0x6A756467  # "judg"
 

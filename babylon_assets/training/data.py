@@ -8,19 +8,15 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import psycopg
-from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.db.connection import connect_async
+from babylon_assets.db.connection import Conn, connect_async
 from babylon_assets.errors import BabylonError
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.types import MarginPair, ScoredGroup, ScoredTrajectory
 from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import Trajectory, lookback_start, window_key
 from babylon_assets.trajectories.reader import load_accepted
-
-Conn = psycopg.Connection[TupleRow]
 
 
 class EligibleWindow(BaseModel):

@@ -3,11 +3,10 @@
 
 from collections.abc import Sequence
 
-import psycopg
-from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from pydantic import JsonValue
 
+from babylon_assets.db.connection import Conn
 from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.training.types import (
     BestCheckpoint,
@@ -17,8 +16,6 @@ from babylon_assets.training.types import (
     ScoredGroup,
     StepOutcome,
 )
-
-Conn = psycopg.Connection[TupleRow]
 
 
 class TrainingInProgressError(BabylonError):

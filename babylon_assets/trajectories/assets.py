@@ -9,11 +9,9 @@ import warnings
 from datetime import datetime, timedelta
 
 import dagster as dg
-import psycopg
-from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
-from babylon_assets.db.connection import connect, connect_async
+from babylon_assets.db.connection import Conn, connect, connect_async
 from babylon_assets.errors import BabylonError
 from babylon_assets.metadata import counts_by, markdown_table
 from babylon_assets.partitions import window_partitions
@@ -39,7 +37,7 @@ class RawWindowSummary(BaseModel):
     bytes: NonNegativeInt
 
 
-def raw_window_summary(conn: psycopg.Connection[TupleRow], window_id: datetime) -> RawWindowSummary:
+def raw_window_summary(conn: Conn, window_id: datetime) -> RawWindowSummary:
     """Counts over a window's rows exactly as stored, before any validation."""
     row = conn.execute(
         """

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from statistics import fmean
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 from pydantic import JsonValue, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from babylon_assets.db.connection import AsyncConn
 from babylon_assets.errors import BabylonError
 from babylon_assets.trajectories.models import (
     MarketOutcomes,
@@ -32,8 +32,6 @@ from babylon_assets.trajectories.models import (
     lookback_start,
     window_key,
 )
-
-AsyncConn = psycopg.AsyncConnection[TupleRow]
 
 # A trajectory's steps JSON above this size is rejected unparsed: a real hour of agent steps is far
 # smaller, and one runaway recorder row must not exhaust the reader's memory.

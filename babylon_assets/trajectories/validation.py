@@ -2,8 +2,9 @@
 
 from datetime import datetime
 
+from babylon_assets.db.connection import AsyncConn
 from babylon_assets.trajectories.models import WindowLoad
-from babylon_assets.trajectories.reader import AsyncConn, load_window
+from babylon_assets.trajectories.reader import load_window
 
 
 async def validate_window(conn: AsyncConn, window_id: datetime, *, min_actions: int) -> WindowLoad:

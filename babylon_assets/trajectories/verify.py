@@ -9,11 +9,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.db.connection import connect_async, redact_url, resolve_database_url
+from babylon_assets.db.connection import AsyncConn, connect_async, redact_url, resolve_database_url
 from babylon_assets.db.migrate import require_migrated
 from babylon_assets.trajectories.models import Rejection, WindowStats, window_key
 from babylon_assets.trajectories.reader import (
-    AsyncConn,
     discover_windows,
     load_unwindowed_rejections,
     load_window,
