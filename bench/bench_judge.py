@@ -80,9 +80,9 @@ def main() -> None:
             requests = server.request_count
             peak = server.max_in_flight
 
-        calls = sum(scoring.calls_made for scoring in cold.scored)
-        warm_calls = sum(scoring.calls_made for scoring in warm.scored)
-        cached = sum(scoring.calls_cached for scoring in warm.scored)
+        calls = sum(scoring.stats.calls_made for scoring in cold.scored)
+        warm_calls = sum(scoring.stats.calls_made for scoring in warm.scored)
+        cached = sum(scoring.stats.calls_cached for scoring in warm.scored)
         ideal = calls * args.latency / args.concurrency
         print(f"{args.windows} windows x {args.agents} agents, judge latency {args.latency * 1000:.0f} ms")
         print(f"outcome judge (no calls)   : {outcome_wall:7.2f} s  (load, split, store)")

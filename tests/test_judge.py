@@ -90,9 +90,9 @@ async def test_scores_follow_the_returned_ids_when_the_judge_answers_out_of_orde
     assert await stored_scores(conn, window_id) == pytest.approx(expected)
     assert {row.trajectory_id: row.score for row in scoring.scores} == pytest.approx(expected)
     assert scoring.judge == "ruler:openai/test-judge" and scoring.rubric_version == RUBRIC_VERSION
-    assert scoring.calls_made == server.request_count == 2 and scoring.calls_cached == 0
-    assert scoring.prompt_tokens == 200 and scoring.completion_tokens == 40
-    assert scoring.unpriced_calls == 2 and scoring.cost_usd == 0.0
+    assert scoring.stats.calls_made == server.request_count == 2 and scoring.stats.calls_cached == 0
+    assert scoring.stats.prompt_tokens == 200 and scoring.stats.completion_tokens == 40
+    assert scoring.stats.unpriced_calls == 2 and scoring.stats.cost_usd == 0.0
     best = max(trajectories, key=lambda t: expected[t.trajectory_id])
     assert scoring.top_agent == best.agent_id
     assert (await score_completeness(conn, window_id)).passed
@@ -156,14 +156,14 @@ async def test_rescoring_a_window_is_served_from_the_cache_without_any_judge_cal
     [window_id] = await seeded_windows(database_url, conn, agents=12)
     first = await score_window(conn, ruler_judge(server, group_size=6), window_id)
     calls = server.request_count
-    assert calls == first.calls_made == 4  # two groups of six, two orders each
+    assert calls == first.stats.calls_made == 4  # two groups of six, two orders each
 
     # A fresh judge (as in a new run): only the database remembers.
     second = await score_window(conn, ruler_judge(server, group_size=6), window_id)
 
     assert server.request_count == calls
-    assert second.calls_made == 0 and second.calls_cached == 4
-    assert second.prompt_tokens == 0
+    assert second.stats.calls_made == 0 and second.stats.calls_cached == 4
+    assert second.stats.prompt_tokens == 0
     assert second.scores == first.scores
     cursor = await conn.execute("SELECT count(*), sum(prompt_tokens) FROM judge_cache")
     assert await cursor.fetchone() == (4, 400)
@@ -177,7 +177,7 @@ async def test_another_judge_model_does_not_reuse_the_cached_answers(
 
     other = await score_window(conn, ruler_judge(server, judge_model="openai/other-judge"), window_id)
 
-    assert (other.calls_made, other.calls_cached) == (2, 0)
+    assert (other.stats.calls_made, other.stats.calls_cached) == (2, 0)
     assert server.request_count == 4
 
 
@@ -194,14 +194,14 @@ async def test_tokens_and_cost_come_from_litellm_usage_and_prices(
     # A model LiteLLM has a price for, served by the local judge.
     scoring = await score_window(conn, ruler_judge(server, judge_model="openai/gpt-4o-mini"), window_id)
 
-    assert (scoring.prompt_tokens, scoring.completion_tokens, scoring.unpriced_calls) == (200, 40, 0)
-    assert scoring.cost_usd > 0
+    assert (scoring.stats.prompt_tokens, scoring.stats.completion_tokens, scoring.stats.unpriced_calls) == (200, 40, 0)
+    assert scoring.stats.cost_usd > 0
     cursor = await conn.execute("SELECT sum(cost_usd), sum(prompt_tokens) FROM judge_cache")
-    assert await cursor.fetchone() == (pytest.approx(scoring.cost_usd), 200)
+    assert await cursor.fetchone() == (pytest.approx(scoring.stats.cost_usd), 200)
     cursor = await conn.execute(
         "SELECT cost_usd, calls_made FROM judge_window_stats WHERE window_id = %s", (window_id,)
     )
-    assert await cursor.fetchone() == (pytest.approx(scoring.cost_usd), 2)
+    assert await cursor.fetchone() == (pytest.approx(scoring.stats.cost_usd), 2)
 
 
 FAILURES = {
@@ -291,7 +291,7 @@ async def test_a_judge_that_recovers_within_the_retries_scores_the_window(
 
     scoring = await score_window(conn, ruler_judge(server, permutations=1), window_id)
 
-    assert scoring.calls_made == server.request_count == 3
+    assert scoring.stats.calls_made == server.request_count == 3
     assert len(await stored_scores(conn, window_id)) == 5
 
 
@@ -321,7 +321,7 @@ async def test_a_cached_answer_that_no_longer_validates_is_named_and_deleting_it
     await conn.execute("DELETE FROM judge_cache WHERE cache_key = %s", (cache_key,))
     scoring = await score_window(conn, ruler_judge(server, permutations=1), window_id)
 
-    assert (scoring.calls_made, scoring.calls_cached, server.request_count) == (1, 0, 2)
+    assert (scoring.stats.calls_made, scoring.stats.calls_cached, server.request_count) == (1, 0, 2)
     cursor = await conn.execute("SELECT DISTINCT cache_key FROM judge_permutation_scores")
     assert await cursor.fetchall() == [(cache_key,)]
 
@@ -346,7 +346,7 @@ async def test_answers_obtained_before_a_failure_stay_cached(
     scoring = await score_window(conn, ruler_judge(server, permutations=1, group_size=5), window_id)
 
     assert server.request_count == 4 + 1
-    assert (scoring.calls_made, scoring.calls_cached) == (1, 1)
+    assert (scoring.stats.calls_made, scoring.stats.calls_cached) == (1, 1)
 
 
 async def test_one_failing_window_does_not_stop_the_others_and_is_reported_by_name(
@@ -379,5 +379,5 @@ async def test_concurrent_judge_requests_stay_within_the_limit(
 
     report = await score_windows(conn, ruler_judge(server, group_size=3, max_concurrency=3), window_ids)
 
-    assert sum(s.calls_made for s in report.scored) == server.request_count == 16
+    assert sum(s.stats.calls_made for s in report.scored) == server.request_count == 16
     assert 1 < server.max_in_flight <= 3

@@ -174,7 +174,7 @@ async def test_scoring_with_the_outcome_judge_stores_the_split_and_replaces_earl
 
     assert first == second
     assert (first.judge, first.rubric_version, first.groups) == ("outcome", OUTCOME_RUBRIC_VERSION, 3)
-    assert (first.calls_made, first.calls_cached) == (0, 0)
+    assert (first.stats.calls_made, first.stats.calls_cached) == (0, 0)
     assert first.score_min <= first.score_mean <= first.score_max
     assert first.top_agent == first.scores[0].agent_id and first.bottom_agent == first.scores[-1].agent_id
     cursor = await conn.execute(

@@ -12,7 +12,7 @@ from datetime import datetime
 from statistics import fmean
 
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt
+from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
 from babylon_assets.db.connection import AsyncConn
 from babylon_assets.errors import BabylonError
@@ -52,12 +52,7 @@ class WindowScoring(BaseModel):
     judge: str
     rubric_version: str
     groups: NonNegativeInt
-    calls_made: NonNegativeInt
-    calls_cached: NonNegativeInt
-    prompt_tokens: NonNegativeInt
-    completion_tokens: NonNegativeInt
-    cost_usd: NonNegativeFloat
-    unpriced_calls: NonNegativeInt
+    stats: CallStats
     score_min: UnitScore
     score_mean: UnitScore
     score_max: UnitScore
@@ -212,12 +207,7 @@ def _summarize(
         judge=judge.name,
         rubric_version=judge.rubric_version,
         groups=len(groups),
-        calls_made=stats.calls_made,
-        calls_cached=stats.calls_cached,
-        prompt_tokens=stats.prompt_tokens,
-        completion_tokens=stats.completion_tokens,
-        cost_usd=stats.cost_usd,
-        unpriced_calls=stats.unpriced_calls,
+        stats=stats,
         score_min=min(values),
         score_mean=fmean(values),
         score_max=max(values),
@@ -292,12 +282,12 @@ async def _store(
                 window_id,
                 scoring.judge,
                 scoring.rubric_version,
-                scoring.calls_made,
-                scoring.calls_cached,
-                scoring.prompt_tokens,
-                scoring.completion_tokens,
-                scoring.cost_usd,
-                scoring.unpriced_calls,
+                scoring.stats.calls_made,
+                scoring.stats.calls_cached,
+                scoring.stats.prompt_tokens,
+                scoring.stats.completion_tokens,
+                scoring.stats.cost_usd,
+                scoring.stats.unpriced_calls,
             ),
         )
 
