@@ -10,27 +10,34 @@ from babylon_assets.errors import BabylonError
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from babylon_assets.db.connection import redact_url, resolve_database_url
+    from babylon_assets.db.connection import (
+        platform_schema,
+        redact_url,
+        resolve_database_url,
+        resolve_store_base_url,
+        resolve_store_url,
+    )
     from babylon_assets.db.migrate import apply_migrations
 
-    url = resolve_database_url()
-    report = apply_migrations(url)
+    game_url = resolve_database_url()
+    schema = platform_schema()
+    report = apply_migrations(resolve_store_url(game_url), schema)
+    where = f"schema {schema} of {redact_url(resolve_store_base_url(game_url))}"
+    for name in report.applied:
+        print(f"applied {name}")
     if report.applied:
-        for name in report.applied:
-            print(f"applied {name}")
-        print(f"{len(report.applied)} migration(s) applied to {redact_url(url)}")
+        print(f"{len(report.applied)} migration(s) applied to {where}")
     else:
-        print(f"nothing to apply: all {len(report.already_applied)} migration(s) are in place")
+        print(f"nothing to apply: all {len(report.already_applied)} migration(s) are in place in {where}")
+    print("the game's tables are read only; migrate never creates or alters them")
     return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from babylon_assets.db.connection import redact_url, resolve_database_url
-    from babylon_assets.db.migrate import require_migrated
     from babylon_assets.trajectories.simulate import simulate
 
     url = resolve_database_url()
-    require_migrated(url)
     summary = simulate(url, agents=args.agents, windows=args.windows, seed=args.seed, start=args.start)
     print(
         f"simulated {len(summary.windows)} window(s) {summary.windows[0]} .. {summary.windows[-1]}: "
@@ -98,12 +105,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
-    from babylon_assets.db.connection import resolve_database_url
+    from babylon_assets.db.connection import resolve_database_url, resolve_store_url
     from babylon_assets.db.migrate import require_migrated
     from babylon_assets.training.lineage import checkpoint_lineage, render_lineage
     from resources.trainer import model_name_from_env
 
-    url = resolve_database_url()
+    url = resolve_store_url(resolve_database_url())
     require_migrated(url)
     # Reading a lineage needs only the model's name, not the trainer's requirements (GPU, keys).
     model_name = args.model or model_name_from_env()

@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from babylon_assets.db.connection import redact_url, resolve_database_url
+from babylon_assets.db.connection import (
+    platform_schema,
+    redact_url,
+    resolve_database_url,
+    resolve_store_base_url,
+    resolve_store_url,
+)
 from babylon_assets.db.migrate import apply_migrations
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.instance import instance_environment, prepare_instance
@@ -61,8 +67,8 @@ def run_dev_server(port: int) -> int:
     workspace = workspace_file()
     require_free_port(port)
     url = resolve_database_url()
-    apply_migrations(url)
-    home = prepare_instance(url)
+    apply_migrations(resolve_store_url(url), platform_schema())
+    home = prepare_instance(resolve_store_base_url(url))
     environment = {**os.environ, **instance_environment(url)}
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-w", str(workspace), "-h", HOST, "-p", str(port)]
@@ -73,7 +79,7 @@ def run_dev_server(port: int) -> int:
     # Its own session: the terminal's Ctrl-C reaches only this process, which then stops the group.
     process = subprocess.Popen(command, env=environment, start_new_session=True)
     print(f"babylon dev: Dagster UI at http://{HOST}:{port}  (Ctrl-C stops it)")
-    print(f"babylon dev: DAGSTER_HOME={home}, data in {redact_url(url)}")
+    print(f"babylon dev: DAGSTER_HOME={home}, game data in {redact_url(url)}")
     try:
         return process.wait()
     except KeyboardInterrupt:

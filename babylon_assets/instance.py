@@ -1,8 +1,9 @@
 """The project's Dagster instance: a DAGSTER_HOME inside the project whose runs, events and schedules
 live in PostgreSQL, on the same server as the data but in a database of their own.
 
-`prepare_instance(url)` writes `dagster.yaml` and creates that database; `instance_environment(url)`
-is what every Dagster process (webserver, daemon, code server, `babylon train`) needs in its
+`prepare_instance(url)` writes `dagster.yaml` and creates that database next to the platform's store
+(`url` is the store's database); `instance_environment(game_url)` is what every Dagster process
+(webserver, daemon, code server, `babylon train`) needs in its
 environment. The password never enters the yaml: it is an `{env: ...}` reference.
 """
 
@@ -13,7 +14,7 @@ import yaml
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.db.connection import DATABASE_URL_ENV, babylon_home, connect
+from babylon_assets.db.connection import DATABASE_URL_ENV, babylon_home, connect, resolve_store_base_url
 from babylon_assets.errors import ConfigurationError
 
 DAGSTER_HOME_ENV = "DAGSTER_HOME"
@@ -124,12 +125,13 @@ def ensure_dagster_database(url: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def instance_environment(url: str, home: Path | None = None) -> dict[str, str]:
-    """The variables a Dagster process needs to use this instance and reach this database."""
-    password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+def instance_environment(game_url: str, home: Path | None = None) -> dict[str, str]:
+    """The variables a Dagster process needs to use this instance and reach the game's database (the
+    instance's own database is next to the platform's store)."""
+    password = psycopg.conninfo.conninfo_to_dict(resolve_store_base_url(game_url)).get("password")
     environment = {
         DAGSTER_HOME_ENV: str(home if home is not None else dagster_home()),
-        DATABASE_URL_ENV: url,
+        DATABASE_URL_ENV: game_url,
     }
     if password:
         environment[DAGSTER_PASSWORD_ENV] = str(password)

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from babylon_assets.db.connection import AsyncConn
+from babylon_assets.trajectories.game import discover_windows
 from babylon_assets.trajectories.models import WindowCandidate, hour_floor, lookback_start
-from babylon_assets.trajectories.reader import discover_windows
 
 WINDOW_PARTITIONS = "windows"
 window_partitions = dg.DynamicPartitionsDefinition(name=WINDOW_PARTITIONS)

@@ -15,7 +15,12 @@ from typing import Literal
 import dagster as dg
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.db.connection import connect_async, resolve_database_url
+from babylon_assets.db.connection import (
+    connect_async,
+    resolve_database_url,
+    resolve_store_base_url,
+    resolve_store_url,
+)
 from babylon_assets.db.migrate import require_migrated
 from babylon_assets.definitions import defs
 from babylon_assets.errors import BabylonError
@@ -164,8 +169,8 @@ async def _discover(url: str, config: WindowDiscovery, now: datetime) -> list[Wi
 def train(discovery: WindowDiscovery, training_config: TrainingConfig) -> TrainReport:
     """Materialize raw -> validated -> scored for each eligible window, then trained_checkpoint."""
     url = resolve_database_url()
-    require_migrated(url)
-    prepare_instance(url)
+    require_migrated(resolve_store_url(url))
+    prepare_instance(resolve_store_base_url(url))
     # In-process runs and their resources read these, exactly like `babylon dev`'s processes.
     os.environ.update(instance_environment(url))
 

@@ -1,21 +1,33 @@
 -- What the pipeline derives, keyed so that re-running a window replaces its results.
 
--- One verdict per stored row: accepted, or rejected with a human-readable reason.
+-- One verdict per row of the window's validated snapshot: accepted, or rejected with a human-readable reason.
+-- Only the window's latest validation is kept; its snapshot is window_validations.snapshot_id.
 CREATE TABLE trajectory_validations (
-    row_id bigint PRIMARY KEY REFERENCES trajectories (id) ON DELETE CASCADE,
+    snapshot_id bigint NOT NULL,
+    source_id text NOT NULL,
     trajectory_id text,
-    window_id timestamptz,
+    window_id timestamptz NOT NULL,
     agent_id text,
+    -- The agent id as compared for distinct agents (trimmed, case-folded); NULL when rejected for it.
+    agent_key text,
+    steps integer,
+    -- The game's "isEvaluation": held out from training, measured on.
+    is_evaluation boolean NOT NULL DEFAULT false,
     accepted boolean NOT NULL,
     reason text,
     validated_at timestamptz NOT NULL DEFAULT now(),
-    CHECK (accepted = (reason IS NULL))
+    PRIMARY KEY (snapshot_id, source_id),
+    FOREIGN KEY (snapshot_id, source_id) REFERENCES snapshot_rows (snapshot_id, source_id) ON DELETE CASCADE,
+    CHECK (accepted = (reason IS NULL)),
+    CHECK (NOT accepted OR (agent_key IS NOT NULL AND steps IS NOT NULL AND trajectory_id IS NOT NULL))
 );
 CREATE INDEX trajectory_validations_window ON trajectory_validations (window_id, accepted);
+CREATE INDEX trajectory_validations_trajectory ON trajectory_validations (trajectory_id) WHERE accepted;
 
 -- One row per validated window: what the blocking check and the sensors look at.
 CREATE TABLE window_validations (
     window_id timestamptz PRIMARY KEY,
+    snapshot_id bigint NOT NULL REFERENCES window_snapshots (id),
     accepted integer NOT NULL,
     rejected integer NOT NULL,
     distinct_agents integer NOT NULL,

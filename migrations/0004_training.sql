@@ -37,6 +37,8 @@ CREATE TABLE policy_checkpoints (
 CREATE TABLE checkpoint_windows (
     checkpoint_id bigint NOT NULL REFERENCES policy_checkpoints (id) ON DELETE CASCADE,
     window_id timestamptz NOT NULL,
+    -- The ingested snapshot whose validated rows were trained on (immutable).
+    snapshot_id bigint NOT NULL REFERENCES window_snapshots (id),
     PRIMARY KEY (checkpoint_id, window_id)
 );
 CREATE INDEX checkpoint_windows_window ON checkpoint_windows (window_id);
@@ -44,12 +46,16 @@ CREATE INDEX checkpoint_windows_window ON checkpoint_windows (window_id);
 CREATE TABLE checkpoint_trajectories (
     checkpoint_id bigint NOT NULL REFERENCES policy_checkpoints (id) ON DELETE CASCADE,
     trajectory_id text NOT NULL,
+    -- The game's row id and the snapshot holding the exact content trained on.
+    snapshot_id bigint NOT NULL,
+    source_id text NOT NULL,
     window_id timestamptz NOT NULL,
     group_index integer NOT NULL,
     score double precision NOT NULL,
     judge text NOT NULL,
     rubric_version text NOT NULL,
-    PRIMARY KEY (checkpoint_id, trajectory_id)
+    PRIMARY KEY (checkpoint_id, trajectory_id),
+    FOREIGN KEY (snapshot_id, source_id) REFERENCES snapshot_rows (snapshot_id, source_id)
 );
 CREATE INDEX checkpoint_trajectories_trajectory ON checkpoint_trajectories (trajectory_id);
 

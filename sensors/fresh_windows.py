@@ -74,7 +74,7 @@ async def _find_fresh_windows(url: str, cursor: str | None, config: WindowDiscov
 )
 def fresh_windows_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
     config = WindowDiscovery()
-    fresh = asyncio.run(_find_fresh_windows(database.url(), context.cursor, config))
+    fresh = asyncio.run(_find_fresh_windows(database.game_url(), context.cursor, config))
     if not fresh.windows:
         checked = (
             f"none of the {fresh.considered} window(s) completed up to {fresh.cursor} has "

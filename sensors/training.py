@@ -57,7 +57,7 @@ def training_run_key(window_keys: list[str]) -> str:
 def training_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SkipReason | dg.RunRequest:
     # The training run only picks windows inside its lookback; older ones would never be used.
     since = lookback_start(datetime.now(UTC), TrainingConfig().lookback_hours)
-    with connect(database.url()) as conn:
+    with connect(database.store_url()) as conn:
         fresh = fresh_scored_windows(conn, since=since)
     if len(fresh) < MIN_FRESH_WINDOWS:
         return dg.SkipReason(f"{len(fresh)} fresh windows < {MIN_FRESH_WINDOWS}")

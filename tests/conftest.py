@@ -1,7 +1,9 @@
 """Real PostgreSQL for every test: the server named by BABYLON_TEST_ADMIN_URL, or an embedded one.
 
-Each test that asks for `database_url` gets its own freshly migrated database, cloned from a
-template migrated once per session, and dropped afterwards.
+Each test that asks for `database_url` gets its own database, shaped like a Babylon deployment: the
+game's tables (tests/fixtures/game_schema.sql) and the platform's migrated `babylon` schema, cloned
+from a template made once per session, and dropped afterwards. `database_url` is the game's database
+(what DATABASE_URL names); `store_url` reaches the platform's schema in it.
 """
 
 import os
@@ -13,8 +15,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from babylon_assets.db.connection import start_embedded_server, with_database
+from babylon_assets.db.connection import DEFAULT_SCHEMA, start_embedded_server, store_conninfo, with_database
 from babylon_assets.db.migrate import apply_migrations
+
+GAME_SCHEMA_SQL = Path(__file__).parent / "fixtures" / "game_schema.sql"
 
 ADMIN_URL_ENV = "BABYLON_TEST_ADMIN_URL"
 
@@ -48,7 +52,8 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def migrated_template(admin_url: str) -> Iterator[str]:
     name = f"babylon_template_{uuid.uuid4().hex[:10]}"
     url = _create_database(admin_url, name)
-    apply_migrations(url)
+    create_game_tables(url)
+    apply_migrations(store_conninfo(url, DEFAULT_SCHEMA), DEFAULT_SCHEMA)
     yield name
     _drop_database(admin_url, name)
 
@@ -60,6 +65,18 @@ def database_url(admin_url: str, migrated_template: str) -> Iterator[str]:
     url = _create_database(admin_url, name, template=migrated_template)
     yield url
     _drop_database(admin_url, name)
+
+
+@pytest.fixture
+def store_url(database_url: str) -> str:
+    """The platform's schema in the test's database, as the platform connects to it."""
+    return store_conninfo(database_url, DEFAULT_SCHEMA)
+
+
+def create_game_tables(url: str) -> None:
+    """The game's tables, from the DDL the game's Prisma schema generates."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(GAME_SCHEMA_SQL.read_text().encode())
 
 
 @pytest.fixture

@@ -17,6 +17,11 @@ from babylon_assets.db.connection import redact_url
         ),
         ("host=db user=babylon password=s3cret dbname=babylon", "host=db user=babylon password=*** dbname=babylon"),
         ("host=db password = 'with \\' s3cret' dbname=babylon", "host=db password = *** dbname=babylon"),
+        (
+            "postgresql://babylon@db/babylon?sslmode=verify-full&sslpassword=s3cret",
+            "postgresql://babylon@db/babylon?sslmode=verify-full&sslpassword=***",
+        ),
+        ("host=db sslpassword=s3cret dbname=babylon", "host=db sslpassword=*** dbname=babylon"),
     ],
 )
 def test_redact_url_hides_every_form_of_password(url: str, shown: str) -> None:

@@ -1,5 +1,9 @@
-"""Where the database is: `DATABASE_URL`, or the project's embedded server when it is unset.
+"""Where the databases are: the game's (`DATABASE_URL`, or the project's embedded server when it is unset)
+and the platform's own store (the `BABYLON_SCHEMA` schema of `BABYLON_STORE_URL`, or of the game's database).
 
+The game's tables are only read (and written only where publishing is switched on); everything the
+platform derives lives in its own schema. A store connection finds the platform's tables through its
+search_path, which holds only that schema, so no platform table can collide with a game table.
 The embedded server is a deliberate local profile, announced on stderr, never a fallback for an
 unreachable `DATABASE_URL`.
 """
@@ -21,7 +25,11 @@ Conn = psycopg.Connection[TupleRow]
 AsyncConn = psycopg.AsyncConnection[TupleRow]
 
 DATABASE_URL_ENV = "DATABASE_URL"
+STORE_URL_ENV = "BABYLON_STORE_URL"
+SCHEMA_ENV = "BABYLON_SCHEMA"
+DEFAULT_SCHEMA = "babylon"
 BABYLON_HOME_ENV = "BABYLON_HOME"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class DatabaseUnavailableError(BabylonError):
@@ -38,8 +46,8 @@ def babylon_home() -> Path:
 def redact_url(url: str) -> str:
     """The connection string with any password replaced, safe for logs and metadata.
 
-    Covers the URL's user part (`postgresql://user:pw@host`), its `password=` query parameter, and a
-    libpq `key=value` string (`host=... password=pw`).
+    Covers the URL's user part (`postgresql://user:pw@host`), its `password=` and `sslpassword=` query
+    parameters, and a libpq `key=value` string (`host=... password=pw sslpassword=pw`).
     """
     if "://" not in url:
         return _CONNINFO_PASSWORD.sub(r"\g<1>***", url)
@@ -49,7 +57,8 @@ def redact_url(url: str) -> str:
         userinfo, _, hostinfo = netloc.rpartition("@")
         netloc = f"{userinfo.partition(':')[0]}:***@{hostinfo}"
     query = "&".join(
-        "password=***" if pair.partition("=")[0].lower() == "password" else pair for pair in parts.query.split("&")
+        f"{key}=***" if (key := pair.partition("=")[0]).lower() in _SECRET_PARAMETERS else pair
+        for pair in parts.query.split("&")
     )
     # Rebuilt by hand: urlunsplit drops the `//` of an empty host (`postgresql:///db`).
     return (
@@ -59,8 +68,9 @@ def redact_url(url: str) -> str:
     )
 
 
-# `password=secret` or `password = 'quoted \' secret'` in a libpq key=value string.
-_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_SECRET_PARAMETERS = ("password", "sslpassword")
+# `password=secret`, `sslpassword=secret` or `password = 'quoted \' secret'` in a libpq key=value string.
+_CONNINFO_PASSWORD = re.compile(r"(\b(?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def with_database(url: str, name: str) -> str:
@@ -110,6 +120,34 @@ def resolve_database_url() -> str:
             file=sys.stderr,
         )
     return url
+
+
+def platform_schema() -> str:
+    """`BABYLON_SCHEMA` (default `babylon`): the schema that holds everything the platform owns."""
+    name = os.environ.get(SCHEMA_ENV, "").strip() or DEFAULT_SCHEMA
+    if not _SCHEMA_NAME.match(name) or name in ("public", "pg_catalog", "information_schema"):
+        raise ConfigurationError(
+            f"{SCHEMA_ENV}={name!r} is not usable: give a lower-case schema name of letters, digits and _ "
+            f"that is not public or a system schema (default {DEFAULT_SCHEMA})"
+        )
+    return name
+
+
+def resolve_store_base_url(game_url: str) -> str:
+    """The database holding the platform's schema: `BABYLON_STORE_URL`, or the game's database."""
+    return os.environ.get(STORE_URL_ENV, "").strip() or game_url
+
+
+def store_conninfo(base_url: str, schema: str) -> str:
+    """`base_url` with a search_path of only the platform's schema: platform tables resolve there, and a
+    game table of the same name (the game's `trajectories`) can never be reached by mistake."""
+    options = str(psycopg.conninfo.conninfo_to_dict(base_url).get("options") or "")
+    return psycopg.conninfo.make_conninfo(base_url, options=f"{options} -c search_path={schema}".strip())
+
+
+def resolve_store_url(game_url: str) -> str:
+    """The connection string for the platform's own tables (see `store_conninfo`)."""
+    return store_conninfo(resolve_store_base_url(game_url), platform_schema())
 
 
 def connect(url: str, *, autocommit: bool = False) -> Conn:

@@ -1,4 +1,8 @@
-"""Apply the numbered plain-SQL files in `migrations/`, each once, in order, in its own transaction."""
+"""Apply the numbered plain-SQL files in `migrations/`, each once, in order, in its own transaction.
+
+They create the platform's own tables in its schema (`BABYLON_SCHEMA`), never a table of the game's:
+`url` is a store connection (see `db.connection.store_conninfo`), whose search_path is that schema.
+"""
 
 import hashlib
 import re
@@ -6,6 +10,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import connect
@@ -55,12 +60,14 @@ def migration_files(directory: Path | None = None) -> list[MigrationFile]:
     return found
 
 
-def apply_migrations(url: str, directory: Path | None = None) -> MigrationReport:
-    """Apply what is pending under an advisory lock, so concurrent runs cannot interleave."""
+def apply_migrations(url: str, schema: str, directory: Path | None = None) -> MigrationReport:
+    """Create `schema` if needed and apply what is pending there, under an advisory lock, so concurrent
+    runs cannot interleave."""
     pending_files = migration_files(directory)
     with connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             conn.execute(
                 """
                 CREATE TABLE IF NOT EXISTS schema_migrations (

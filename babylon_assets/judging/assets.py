@@ -80,7 +80,7 @@ async def scored_groups(
     context: dg.AssetExecutionContext, database: DatabaseResource, judge: JudgeResource
 ) -> dg.MaterializeResult[None]:
     window_id = parse_window_key(context.partition_key)
-    async with await connect_async(database.url(), autocommit=True) as conn:
+    async with await connect_async(database.store_url(), autocommit=True) as conn:
         scoring = await score_window(conn, judge.build_judge(), window_id)
     return dg.MaterializeResult(metadata=scoring_metadata(scoring))
 
@@ -104,7 +104,7 @@ with warnings.catch_warnings():
     )
     def scored_groups_check(context: dg.AssetCheckExecutionContext, database: DatabaseResource) -> dg.AssetCheckResult:
         # Sync: dg.asset_check is typed for plain functions in Dagster 1.13.
-        verdict = asyncio.run(_completeness(database.url(), parse_window_key(context.partition_key)))
+        verdict = asyncio.run(_completeness(database.store_url(), parse_window_key(context.partition_key)))
         return dg.AssetCheckResult(
             passed=verdict.passed,
             severity=dg.AssetCheckSeverity.ERROR,

@@ -77,7 +77,7 @@ def _direction(action: Action) -> Literal[1, -1] | None:
 def assess(trajectory: Trajectory, outcomes: MarketOutcomes) -> OutcomeAssessment:
     """Realised window P&L, directional calls right vs the outcomes, and the worst P&L drawdown."""
     resolved = {market.market_id: market.outcome for market in outcomes.predictions if market.outcome != "UNRESOLVED"}
-    moves = {stock.ticker: stock.change_percent for stock in outcomes.stocks if stock.change_percent != 0}
+    moves = {stock.ticker: stock.change_percent for stock in outcomes.stocks if stock.change_percent}
     correct = judged = 0
     for step in trajectory.steps:
         action = step.action

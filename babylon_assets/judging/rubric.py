@@ -4,7 +4,7 @@ Bump RUBRIC_VERSION whenever the text (or the way outcomes are shown) changes: t
 of every cached judge answer's key and is stored with every score.
 """
 
-from babylon_assets.trajectories.models import MarketOutcomes
+from babylon_assets.trajectories.models import MarketOutcomes, OutcomeSource
 
 RUBRIC_VERSION = "babylon-2026-11-24.1"
 
@@ -33,6 +33,17 @@ never repeated, none left out), each score a number from 0 to 1.
 """
 
 
+OUTCOME_SOURCES: dict[OutcomeSource, str] = {
+    "market_outcomes": "the game's market_outcomes table",
+    "price_history": "derived from the game's price history (first and last price in the window, last YES price)",
+    "none": "none: the game recorded no outcomes and no prices for this window",
+}
+
+
+def _number(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:g}"
+
+
 def rubric_with_outcomes(outcomes: MarketOutcomes) -> str:
     """The rubric plus the window's market outcomes as hindsight context for the judge only.
 
@@ -45,18 +56,20 @@ def rubric_with_outcomes(outcomes: MarketOutcomes) -> str:
         "What actually happened in this window. The agents did NOT know this while acting: use it to",
         "tell sound decisions from lucky ones, not to expect foresight.",
     ]
+    lines.append(f"Source: {OUTCOME_SOURCES[outcomes.source]}.")
     for stock in outcomes.stocks:
-        news = "; ".join(stock.news_events) if stock.news_events else "no news"
+        news = "; ".join(str(item) for item in stock.news_events) if stock.news_events else "no news"
+        change = "change unknown" if stock.change_percent is None else f"{stock.change_percent:+.2f}%"
         lines.append(
-            f"- {stock.ticker}: {stock.start_price:g} -> {stock.end_price:g} "
-            f"({stock.change_percent:+.2f}%, {stock.sentiment}); news: {news}"
+            f"- {stock.ticker}: {_number(stock.start_price)} -> {_number(stock.end_price)} "
+            f"({change}, {stock.sentiment or 'sentiment not recorded'}); news: {news}"
         )
     for market in outcomes.predictions:
         lines.append(
-            f"- market {market.market_id} ({market.question}): resolved {market.outcome}, "
-            f"final probability {market.final_probability:.2f}"
+            f"- market {market.market_id} ({market.question or 'question not recorded'}): resolved {market.outcome}, "
+            f"final probability {_number(market.final_probability)}"
         )
     if not outcomes.stocks and not outcomes.predictions:
-        lines.append("- no market outcomes were recorded for this window")
+        lines.append("- no ground truth exists for this window: judge the trajectories on their own merits")
     lines.append("</market_outcomes>")
     return "\n".join(lines)

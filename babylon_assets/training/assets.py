@@ -10,6 +10,7 @@ from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.metadata import markdown_table
 from babylon_assets.training import metric_names
 from babylon_assets.training.config import TrainingConfig
+from babylon_assets.training.publish import publish_target
 from babylon_assets.training.train import train_policy
 from babylon_assets.training.types import TrainingResult
 from resources.database import DatabaseResource
@@ -88,7 +89,8 @@ def trained_checkpoint(
     trainer: TrainerResource,
     wandb: WandbResource,
 ) -> dg.MaterializeResult[None]:
-    result = train_policy(database.url(), trainer.build(), wandb, config)
+    publish_to = publish_target(database.game_url())
+    result = train_policy(database.store_url(), trainer.build(), wandb, config, publish_to)
     context.log.info(
         f"model {result.model_name}: steps {result.first_step}-{result.last_step} on "
         f"{len(result.windows_used)} window(s), {result.trajectories_used} trajectories; "

@@ -7,6 +7,7 @@ import math
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,19 +47,20 @@ class ScoreRow(BaseModel):
 
 def eligible_windows(conn: Conn, config: TrainingConfig) -> list[EligibleWindow]:
     """Scored windows of the lookback with `min_agents` distinct agents among their scored, accepted
-    trajectories of at least `min_actions` steps, oldest first."""
+    trajectories of at least `min_actions` steps, oldest first. The game's evaluation episodes
+    ("isEvaluation") are never trained on, so they do not count here."""
     rows = conn.execute(
         """
-        SELECT w.window_id, count(*), count(DISTINCT t.agent_id)
+        SELECT w.window_id, count(*), count(DISTINCT v.agent_key)
         FROM window_scores AS w
         JOIN trajectory_scores AS s ON s.window_id = w.window_id
         JOIN trajectory_validations AS v
           ON v.trajectory_id = s.trajectory_id AND v.window_id = s.window_id AND v.accepted
-        JOIN trajectories AS t ON t.id = v.row_id
         WHERE w.window_id >= %s
-          AND t.episode_length >= %s
+          AND v.steps >= %s
+          AND NOT v.is_evaluation
         GROUP BY w.window_id
-        HAVING count(DISTINCT t.agent_id) >= %s
+        HAVING count(DISTINCT v.agent_key) >= %s
         ORDER BY w.window_id
         """,
         (lookback_start(datetime.now(UTC), config.lookback_hours), config.min_actions, config.min_agents),
@@ -151,10 +153,15 @@ async def _load_accepted_windows(url: str, window_ids: Sequence[datetime]) -> di
         return {window_id: await load_accepted(conn, window_id) for window_id in window_ids}
 
 
+EpisodeUse = Literal["training", "evaluation", "all"]
+
+
 def load_scored_trajectories(
-    url: str, conn: Conn, window_ids: Sequence[datetime], min_actions: int
+    url: str, conn: Conn, window_ids: Sequence[datetime], min_actions: int, use: EpisodeUse = "training"
 ) -> dict[datetime, list[ScoredTrajectory]]:
-    """Each window's accepted, scored trajectories of at least `min_actions` steps, in id order."""
+    """Each window's accepted, scored trajectories of at least `min_actions` steps, in id order: those the
+    game did not mark "isEvaluation" (training), only those (evaluation), or all (held-out windows).
+    Windows with none are left out for evaluation; for training they are an error."""
     scores = _score_rows(conn, window_ids)
     loaded = asyncio.run(_load_accepted_windows(url, window_ids))
     result: dict[datetime, list[ScoredTrajectory]] = {}
@@ -162,12 +169,17 @@ def load_scored_trajectories(
         scored: list[ScoredTrajectory] = []
         for trajectory in sorted(trajectories, key=lambda t: t.trajectory_id):
             row = scores.get(trajectory.trajectory_id)
-            if row is None or trajectory.action_count < min_actions:
+            wanted = use == "all" or (use == "evaluation") == trajectory.is_evaluation
+            if row is None or trajectory.action_count < min_actions or not wanted:
                 continue
+            if trajectory.snapshot_id is None:
+                raise BabylonError(f"trajectory {trajectory.trajectory_id} was loaded without its snapshot")
             scored.append(
                 ScoredTrajectory(
                     trajectory_id=trajectory.trajectory_id,
                     window_id=window_id,
+                    snapshot_id=trajectory.snapshot_id,
+                    source_id=trajectory.source_id,
                     group_index=row.group_index,
                     score=row.score,
                     judge=row.judge,
@@ -175,6 +187,8 @@ def load_scored_trajectories(
                     messages=trajectory_messages(trajectory),
                 )
             )
+        if not scored and use == "evaluation":
+            continue
         if not scored:
             raise BabylonError(
                 f"window {window_key(window_id)} has scores but none of its accepted trajectories is scored; "

@@ -2,12 +2,14 @@
 `register_checkpoint` committed it together with all of its lineage."""
 
 from collections.abc import Sequence
+from statistics import fmean
 
 from psycopg.types.json import Jsonb
 from pydantic import JsonValue
 
 from babylon_assets.db.connection import Conn
 from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.training.publish import PublishedModel, PublishTarget, publish
 from babylon_assets.training.types import (
     BestCheckpoint,
     CheckpointRef,
@@ -97,10 +99,12 @@ def register_checkpoint(
     eval_windows: int,
     wandb_run_id: str | None,
     wandb_artifact: str | None,
+    publish_to: PublishTarget | None = None,
 ) -> int:
     """Register a complete checkpoint with its lineage in one transaction; return its id.
 
-    Also marks the trajectories used and moves the `best` pointer when this checkpoint's held-out
+    Also moves the `best` pointer (publishing the promotion to the game when `publish_to` is given) when
+    this checkpoint's held-out
     margin beats the current best. `conn` must be in autocommit mode so that the transaction below is
     a real BEGIN/COMMIT rather than a savepoint inside an open transaction.
     """
@@ -138,32 +142,50 @@ def register_checkpoint(
             raise BabylonError(f"registering {batch} returned no id")
         checkpoint_id: int = row[0]
         with conn.cursor() as cur:
+            snapshots = {t.window_id: t.snapshot_id for t in trajectories}
             cur.executemany(
-                "INSERT INTO checkpoint_windows (checkpoint_id, window_id) VALUES (%s, %s)",
-                [(checkpoint_id, window_id) for window_id in windows],
+                "INSERT INTO checkpoint_windows (checkpoint_id, window_id, snapshot_id) VALUES (%s, %s, %s)",
+                [(checkpoint_id, window_id, snapshots[window_id]) for window_id in windows],
             )
             cur.executemany(
-                "INSERT INTO checkpoint_trajectories "
-                "(checkpoint_id, trajectory_id, window_id, group_index, score, judge, rubric_version) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO checkpoint_trajectories (checkpoint_id, trajectory_id, snapshot_id, source_id, "
+                "window_id, group_index, score, judge, rubric_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
-                    (checkpoint_id, t.trajectory_id, t.window_id, t.group_index, t.score, t.judge, t.rubric_version)
+                    (checkpoint_id, t.trajectory_id, t.snapshot_id, t.source_id, t.window_id, t.group_index, t.score,
+                     t.judge, t.rubric_version)
                     for t in trajectories
                 ],
-            )
-        conn.execute(
-            "UPDATE trajectories SET used_in_training = true, trained_in_batch = %s "
-            "WHERE id IN (SELECT row_id FROM trajectory_validations WHERE accepted AND trajectory_id = ANY(%s))",
-            (batch, [t.trajectory_id for t in trajectories]),
-        )
+            )  # fmt: skip
         if eval_margin_after is not None:
-            conn.execute(
+            promoted = conn.execute(
                 """
                 INSERT INTO best_checkpoints (model_name, checkpoint_id, eval_margin) VALUES (%s, %s, %s)
                 ON CONFLICT (model_name) DO UPDATE
                 SET checkpoint_id = EXCLUDED.checkpoint_id, eval_margin = EXCLUDED.eval_margin, updated_at = now()
                 WHERE best_checkpoints.eval_margin < EXCLUDED.eval_margin
+                RETURNING checkpoint_id
                 """,
                 (policy.name, checkpoint_id, eval_margin_after),
-            )
+            ).fetchone()
+            if promoted is not None and publish_to is not None:
+                publish(
+                    conn,
+                    publish_to,
+                    PublishedModel(
+                        model_name=policy.name,
+                        step=outcome.step,
+                        base_model=policy.base_model,
+                        storage_path=outcome.checkpoint.location,
+                        wandb_run_id=wandb_run_id,
+                        wandb_artifact=wandb_artifact,
+                        avg_reward=fmean(t.score for t in trajectories),
+                        eval_metrics={
+                            "eval_margin_before": eval_margin_before,
+                            "eval_margin_after": eval_margin_after,
+                            "eval_windows": eval_windows,
+                        },
+                        batch=batch,
+                        trajectory_ids=[t.trajectory_id for t in trajectories],
+                    ),
+                )
     return checkpoint_id

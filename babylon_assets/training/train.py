@@ -16,6 +16,7 @@ from babylon_assets.errors import BabylonError
 from babylon_assets.training import data, metric_names, registry
 from babylon_assets.training.backend import TrainerBackend
 from babylon_assets.training.config import TrainingConfig
+from babylon_assets.training.publish import PublishTarget
 from babylon_assets.training.tracking import ExperimentTracker, TrackedRun, checkpoint_artifact
 from babylon_assets.training.types import (
     MarginPair,
@@ -75,6 +76,7 @@ class StepContext(BaseModel):
     config: TrainingConfig
     plan: Plan
     run_config: dict[str, JsonValue]
+    publish_to: PublishTarget | None
 
 
 def plan_training(url: str, policy: PolicySpec, config: TrainingConfig) -> Plan:
@@ -86,7 +88,15 @@ def plan_training(url: str, policy: PolicySpec, config: TrainingConfig) -> Plan:
             split = data.assign_splits(conn, eligible, config.held_out_fraction)
         if len(split.train) < config.min_windows:
             raise NoTrainableWindowsError(_no_windows_message(config, len(eligible), len(split.held_out)))
-        held_out = data.load_scored_trajectories(url, conn, [w.window_id for w in split.held_out], config.min_actions)
+        # Held-out windows, plus the game's own evaluation episodes ("isEvaluation") of the training windows.
+        held_out = data.load_scored_trajectories(
+            url, conn, [w.window_id for w in split.held_out], config.min_actions, use="all"
+        )
+        held_out.update(
+            data.load_scored_trajectories(
+                url, conn, [w.window_id for w in split.train], config.min_actions, use="evaluation"
+            )
+        )
         return Plan(
             split=split, latest=registry.latest_checkpoint(conn, policy.name), pairs=data.margin_pairs(held_out)
         )
@@ -161,6 +171,7 @@ def train_one_step(
             eval_windows=0 if measured is None else measured.pairs,
             wandb_run_id=run.run_id,
             wandb_artifact=checkpoint_artifact(policy.name, outcome.step),
+            publish_to=context.publish_to,
         )
     windows = [window_key(window_id) for window_id in sorted({group.window_id for group in groups})]
     run.log(metrics, step=outcome.step)
@@ -190,14 +201,21 @@ def train_one_step(
 
 
 def train_policy(
-    url: str, trainer: TrainerBackend, tracker: ExperimentTracker, config: TrainingConfig
+    url: str,
+    trainer: TrainerBackend,
+    tracker: ExperimentTracker,
+    config: TrainingConfig,
+    publish_to: PublishTarget | None = None,
 ) -> TrainingResult:
-    """Add `config.iterations` registered checkpoints to the trainer's policy; see the module docstring."""
+    """Add `config.iterations` registered checkpoints to the trainer's policy; see the module docstring.
+    `publish_to` publishes each promotion to the game (BABYLON_PUBLISH=1)."""
     policy = trainer.policy
     with connect(url, autocommit=True) as lock_conn:
         registry.try_lock_model(lock_conn, policy.name)
         plan = plan_training(url, policy, config)
-        context = StepContext(url=url, config=config, plan=plan, run_config=_run_config(trainer, config))
+        context = StepContext(
+            url=url, config=config, plan=plan, run_config=_run_config(trainer, config), publish_to=publish_to
+        )
         previous_step = 0 if plan.latest is None else plan.latest.step
         records: list[StepRecord] = []
         try:

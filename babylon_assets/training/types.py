@@ -40,6 +40,9 @@ class TorchSettings(Frozen):
 class ScoredTrajectory(Frozen):
     trajectory_id: str
     window_id: datetime
+    # The ingested game row trained on: its snapshot and the game's row id.
+    snapshot_id: int
+    source_id: str
     group_index: int
     score: float = Field(ge=0, le=1)
     judge: str

@@ -1,21 +1,22 @@
-"""The window assets: a window's rows as recorded, then validated with a stored verdict per row.
+"""The window assets: a window's rows ingested from the game as a snapshot, then validated with a stored
+verdict per row.
 
-Both are thin wrappers: the reader and the validator in this package do the work and write
-PostgreSQL; the assets only report what happened as metadata and gate the window downstream.
+Both are thin wrappers: the ingest and the validator in this package do the work and write the
+platform's store; the assets only report what happened as metadata and gate the window downstream.
 """
 
 import asyncio
 import warnings
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
-from babylon_assets.db.connection import Conn, connect, connect_async
+from babylon_assets.db.connection import connect_async
 from babylon_assets.errors import BabylonError
 from babylon_assets.metadata import counts_by, markdown_table
 from babylon_assets.partitions import window_partitions
 from babylon_assets.trajectories.config import WindowConfig
+from babylon_assets.trajectories.ingest import IngestReport, ingest_window
 from babylon_assets.trajectories.models import Rejection, WindowLoad, parse_window_key
 from babylon_assets.trajectories.validation import validate_window
 from resources.database import DatabaseResource
@@ -25,35 +26,12 @@ ENOUGH_VALID_AGENTS = "enough_valid_agents"
 
 
 class EmptyWindowError(BabylonError):
-    """A registered window has no stored rows: someone deleted them, or the partition is wrong."""
+    """A registered window has no rows in the game's table: someone deleted them, or the partition is wrong."""
 
 
-class RawWindowSummary(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    rows: NonNegativeInt
-    agents: NonNegativeInt
-    steps: NonNegativeInt
-    bytes: NonNegativeInt
-
-
-def raw_window_summary(conn: Conn, window_id: datetime) -> RawWindowSummary:
-    """Counts over a window's rows exactly as stored, before any validation."""
-    row = conn.execute(
-        """
-        SELECT count(*),
-               count(DISTINCT agent_id),
-               -- A steps value that is not an array is recorder text the validator will reject.
-               coalesce(sum(CASE WHEN jsonb_typeof(steps) = 'array' THEN jsonb_array_length(steps) END), 0),
-               coalesce(sum(pg_column_size(t.*)), 0)
-        FROM trajectories AS t
-        WHERE window_id >= %s AND window_id < %s
-        """,
-        # The reader's rule: a row belongs to the UTC hour its window id falls in, on the hour or not.
-        (window_id, window_id + timedelta(hours=1)),
-    ).fetchone()
-    assert row is not None  # an aggregate without GROUP BY always returns one row
-    return RawWindowSummary(rows=row[0], agents=row[1], steps=row[2], bytes=row[3])
+async def _ingest(game_url: str, store_url: str, window_id: datetime) -> IngestReport:
+    async with await connect_async(game_url) as game, await connect_async(store_url) as store:
+        return await ingest_window(game, store, window_id)
 
 
 def rejections_table(rejected: list[Rejection]) -> str:
@@ -89,23 +67,31 @@ async def _validate(url: str, window_id: datetime, min_actions: int) -> WindowLo
     group_name="trajectories",
     kinds={"postgres"},
     owners=OWNERS,
-    description="One window's trajectories as the game recorded them (table `trajectories`), unvalidated.",
+    description=(
+        "One window's rows of the game's `trajectories` and its market outcomes, landed as an immutable "
+        "snapshot in the platform's schema (tables `window_snapshots`, `snapshot_rows`); a new snapshot "
+        "only when the content changed."
+    ),
 )
 def raw_trajectories(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult[None]:
     window_id = parse_window_key(context.partition_key)
-    with connect(database.url()) as conn:
-        summary = raw_window_summary(conn, window_id)
-    if summary.rows == 0:
+    report = asyncio.run(_ingest(database.game_url(), database.store_url(), window_id))
+    if report.rows == 0:
+        gone = f" ({report.rows_gone} ingested before are gone; the empty snapshot is stored)" if report.changed else ""
         raise EmptyWindowError(
-            f"window {context.partition_key} has no stored trajectories; record or simulate data for it, "
-            "or delete the partition"
+            f"window {context.partition_key} has no rows in the game's trajectories{gone}; record or simulate "
+            "data for it, or delete the partition"
         )
     return dg.MaterializeResult(
         metadata={
-            "rows": summary.rows,
-            "agents": summary.agents,
-            "steps": summary.steps,
-            "bytes": dg.MetadataValue.int(summary.bytes),
+            "rows_read": report.rows,
+            "changed_since_last_snapshot": report.changed,
+            "rows_added": report.rows_added,
+            "rows_changed": report.rows_changed,
+            "rows_gone": report.rows_gone,
+            "snapshot_version": report.version,
+            "outcome_source": report.outcome_source,
+            "bytes": dg.MetadataValue.int(report.bytes),
         }
     )
 
@@ -141,7 +127,7 @@ def validated_windows(
     # Bare MaterializeResult: with check outputs, Dagster 1.13.27 recognises only the unparametrised
     # class as a result annotation (MaterializeResult[None] raises "Expected Tuple annotation").
     window_id = parse_window_key(context.partition_key)
-    load = asyncio.run(_validate(database.url(), window_id, config.min_actions))
+    load = asyncio.run(_validate(database.store_url(), window_id, config.min_actions))
     return dg.MaterializeResult(
         metadata={
             "accepted": len(load.accepted),

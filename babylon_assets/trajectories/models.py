@@ -1,7 +1,9 @@
 """Typed models of what the game records: camelCase JSON in, snake_case attributes out.
 
-Every number must be finite and every window id a UTC hour start; anything else is a
-validation error whose message becomes the row's stored rejection reason.
+A game row is parsed from its JSON (the row's columns under the game's own names, steps as the
+recorder's JSON text) in strict mode: a boolean or a string where a number belongs is an error, never
+coerced. Every number must be finite and every window id a UTC hour start; anything else is a
+validation error whose message, naming the field, becomes the row's stored rejection reason.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Json,
     JsonValue,
     NonNegativeInt,
     model_validator,
@@ -38,6 +41,20 @@ def _require_hour_start(value: datetime) -> datetime:
 
 
 WindowId = Annotated[datetime, AfterValidator(_require_hour_start)]
+
+
+def _recorded_utc(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        raise ValueError("expected the game's TIMESTAMP(3) without time zone (UTC)")
+    return value.replace(tzinfo=UTC)
+
+
+# The game writes TIMESTAMP(3) without time zone, holding UTC.
+RecordedTime = Annotated[datetime, AfterValidator(_recorded_utc)]
+# Epoch milliseconds below this are from before 1973: a timestamp in seconds, not milliseconds.
+_EARLIEST_MS = 100_000_000_000
+# The recorder writes totalReward as the sum of the step rewards; rounding may differ in the last digits.
+_REWARD_TOLERANCE = 1e-4
 
 
 def hour_floor(moment: datetime) -> datetime:
@@ -74,6 +91,7 @@ class RecordedModel(BaseModel):
         allow_inf_nan=False,
         frozen=True,
         extra="ignore",
+        strict=True,
     )
 
 
@@ -160,46 +178,118 @@ class Step(RecordedModel):
         return self.llm_calls[-1] if self.llm_calls else None
 
 
-class Trajectory(BaseModel):
-    """One validated agent episode (a row of `trajectories`)."""
+def agent_key(agent_id: str) -> str:
+    """How agents are told apart: ids that differ only by surrounding whitespace or letter case are one agent."""
+    return agent_id.strip().casefold()
 
-    model_config = ConfigDict(allow_inf_nan=False, frozen=True, extra="forbid")
 
-    row_id: int
+def _counted(steps: list[Step], word: str) -> int:
+    return sum(1 for step in steps if word in step.action.action_type.upper())
+
+
+class RecordedTrajectory(RecordedModel):
+    """One row of the game's "trajectories", parsed from the row's JSON under the game's column names."""
+
+    source_id: Annotated[str, Field(alias="id", min_length=1)]
     trajectory_id: Annotated[str, Field(min_length=1, max_length=200)]
     agent_id: Annotated[str, Field(min_length=1, max_length=200)]
-    start_time: datetime
-    end_time: datetime | None
-    duration_ms: NonNegativeInt | None
-    window_id: WindowId
+    start_time: RecordedTime
+    end_time: RecordedTime
+    duration_ms: NonNegativeInt
+    # The recorder's window key; NULL from the plugin logger (the row then belongs to its startTime's hour).
+    recorded_window: str | None = Field(alias="windowId")
     window_hours: Literal[1]
     episode_id: str | None
     scenario_id: str | None
-    steps: Annotated[list[Step], Field(min_length=1)]
-    reward_components: dict[str, JsonValue] | None
-    metrics: dict[str, JsonValue] | None
-    metadata: dict[str, JsonValue] | None
+    steps: Annotated[Json[Annotated[list[Step], Field(min_length=1)]], Field(alias="stepsJson")]
+    reward_components: Annotated[Json[dict[str, JsonValue]], Field(alias="rewardComponentsJson")]
+    metrics: Annotated[Json[dict[str, JsonValue]], Field(alias="metricsJson")]
+    # May hold `gameKnowledge` (ground truth): never part of what the policy is trained on.
+    metadata: Annotated[Json[dict[str, JsonValue]], Field(alias="metadataJson")]
     total_reward: float
     episode_length: NonNegativeInt
     final_status: FinalStatus
     final_balance: float | None
-    final_pnl: float | None
-    trades_executed: NonNegativeInt
-    posts_created: NonNegativeInt
+    final_pnl: float | None = Field(alias="finalPnL")
+    trades_executed: NonNegativeInt | None
+    posts_created: NonNegativeInt | None
     is_training_data: bool
-    used_in_training: bool
-    trained_in_batch: str | None
+    is_evaluation: bool
+    created_at: RecordedTime
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Trajectory":
+    def _consistent(self) -> "RecordedTrajectory":
+        if not self.agent_id.strip():
+            raise ValueError(f"agentId {self.agent_id!r} is empty or whitespace")
+        if self.end_time < self.start_time:
+            raise ValueError(
+                f"endTime {self.end_time:%Y-%m-%dT%H:%M:%S.%f} is before "
+                f"startTime {self.start_time:%Y-%m-%dT%H:%M:%S.%f}"
+            )
         if self.episode_length != len(self.steps):
-            raise ValueError(f"episode_length is {self.episode_length} but steps has {len(self.steps)} entries")
+            raise ValueError(f"episodeLength is {self.episode_length} but stepsJson has {len(self.steps)} steps")
         numbers = [step.step_number for step in self.steps]
         if numbers != list(range(len(numbers))):
-            raise ValueError("step numbers must run 0, 1, 2, ... in order")
+            raise ValueError("stepsJson: step numbers must run 0, 1, 2, ... in order")
+        total = sum(step.reward for step in self.steps)
+        if abs(total - self.total_reward) > _REWARD_TOLERANCE * max(1.0, abs(total)):
+            raise ValueError(f"totalReward is {self.total_reward:g} but the step rewards sum to {total:g}")
+        for column, word in (("tradesExecuted", "BUY"), ("postsCreated", "POST")):
+            recorded = self.trades_executed if column == "tradesExecuted" else self.posts_created
+            counted = _counted(self.steps, word) + (_counted(self.steps, "SELL") if word == "BUY" else 0)
+            if recorded is not None and recorded != counted:
+                raise ValueError(f"{column} is {recorded} but {counted} step(s) have such an actionType")
+        start_ms = int(self.start_time.timestamp() * 1000)
+        end_ms = int(self.end_time.timestamp() * 1000)
+        for index, step in enumerate(self.steps):
+            if step.timestamp < _EARLIEST_MS:
+                raise ValueError(
+                    f"stepsJson[{index}].timestamp {step.timestamp} looks like seconds; "
+                    "the recorder writes epoch milliseconds"
+                )
+            if not start_ms <= step.timestamp <= end_ms:
+                raise ValueError(
+                    f"stepsJson[{index}].timestamp {step.timestamp} is outside the episode "
+                    f"(startTime {start_ms} .. endTime {end_ms}, epoch ms)"
+                )
         if all(step.deciding_call is None for step in self.steps):
             raise ValueError("no step has an LLM call, so there is nothing the policy said to train on")
         return self
+
+
+class Trajectory(BaseModel):
+    """A validated game row in the window it was ingested into."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_id: WindowId
+    # The ingested snapshot holding this row; None when validated straight from the game (babylon verify).
+    snapshot_id: int | None
+    row: RecordedTrajectory
+
+    @property
+    def source_id(self) -> str:
+        return self.row.source_id
+
+    @property
+    def trajectory_id(self) -> str:
+        return self.row.trajectory_id
+
+    @property
+    def agent_id(self) -> str:
+        return self.row.agent_id
+
+    @property
+    def agent_key(self) -> str:
+        return agent_key(self.row.agent_id)
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.row.steps
+
+    @property
+    def is_evaluation(self) -> bool:
+        return self.row.is_evaluation
 
     @property
     def window_pnl(self) -> float:
@@ -212,11 +302,12 @@ class Trajectory(BaseModel):
 
 
 class Rejection(BaseModel):
-    """A stored row that failed validation, with the reason a person can act on."""
+    """A recorded row that failed validation, with the reason a person can act on."""
 
     model_config = ConfigDict(frozen=True)
 
-    row_id: int
+    source_id: str
+    snapshot_id: int | None
     trajectory_id: str | None
     agent_id: str | None
     window_id: datetime | None
@@ -224,19 +315,26 @@ class Rejection(BaseModel):
 
 
 class StockOutcome(RecordedModel):
+    """A ticker's move over the window; the game's market_outcomes may leave any figure NULL."""
+
     ticker: str
-    start_price: Annotated[float, Field(gt=0)]
-    end_price: Annotated[float, Field(gt=0)]
-    change_percent: float
-    sentiment: Sentiment
-    news_events: list[str]
+    start_price: Annotated[float, Field(gt=0)] | None
+    end_price: Annotated[float, Field(gt=0)] | None
+    change_percent: float | None
+    sentiment: Sentiment | None
+    news_events: list[JsonValue]
 
 
 class PredictionOutcome(RecordedModel):
     market_id: str
-    question: str
+    question: str | None
     outcome: PredictionResult
-    final_probability: Annotated[float, Field(ge=0, le=1)]
+    final_probability: Annotated[float, Field(ge=0, le=1)] | None
+
+
+# market_outcomes: the game's table; price_history: derived from "StockPrice" and "Market" /
+# "PredictionPriceHistory" because the window has no market_outcomes rows; none: no ground truth at all.
+OutcomeSource = Literal["market_outcomes", "price_history", "none"]
 
 
 class MarketOutcomes(BaseModel):
@@ -245,6 +343,7 @@ class MarketOutcomes(BaseModel):
     model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     window_id: WindowId
+    source: OutcomeSource
     stocks: list[StockOutcome]
     predictions: list[PredictionOutcome]
 
@@ -255,12 +354,14 @@ class WindowLoad(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     window_id: WindowId
+    # The snapshot validated; None when validated straight from the game (babylon verify).
+    snapshot_id: int | None
     accepted: list[Trajectory]
     rejected: list[Rejection]
 
     @property
     def distinct_agents(self) -> int:
-        return len({trajectory.agent_id for trajectory in self.accepted})
+        return len({trajectory.agent_key for trajectory in self.accepted})
 
 
 class WindowStats(BaseModel):

@@ -15,13 +15,14 @@ import random
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from importlib.resources import files
 from typing import Literal
 
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter
 from tqdm import tqdm
 
-from babylon_assets.db.connection import connect
+from babylon_assets.db.connection import Conn, connect
 from babylon_assets.errors import BabylonError
 from babylon_assets.trajectories.models import (
     Action,
@@ -638,7 +639,19 @@ def generate_trajectory(
         step_shape=step_shape,
         reward_components={"pnl": round(sum(step.reward for step in steps), 6)},
         metrics={"strategy": strategy.name, "risk": strategy.risk},
-        metadata={"source": SIMULATOR_SOURCE, "seed": seed, "strategy": strategy.name},
+        metadata={
+            "isTrainingData": True,
+            "source": SIMULATOR_SOURCE,
+            "seed": seed,
+            "strategy": strategy.name,
+            # What the game's recorder keeps as hindsight: judge context at most, never training text.
+            "gameKnowledge": {
+                "trueProbabilities": {
+                    market_id: path.true_probability for market_id, path in market.predictions.items()
+                },
+                "actualOutcomes": {market_id: path.outcome for market_id, path in market.predictions.items()},
+            },
+        },
         total_reward=round(sum(step.reward for step in steps), 6),
         episode_length=len(steps),
         final_status="completed",
@@ -705,44 +718,79 @@ def generate_windows(
         yield generate_window(seed=seed, window_id=window_id, agents=agents, steps_range=steps_range)
 
 
+# The game's columns that the simulator writes; the rest take the game's defaults.
 TRAJECTORY_COLUMNS = (
-    "trajectory_id, agent_id, start_time, end_time, duration_ms, window_id, window_hours, episode_id, scenario_id, "
-    "steps, reward_components, metrics, metadata, total_reward, episode_length, final_status, final_balance, "
-    "final_pnl, trades_executed, posts_created"
-)
+    "id", "trajectoryId", "agentId", "startTime", "endTime", "durationMs", "windowId", "windowHours", "episodeId",
+    "scenarioId", "stepsJson", "rewardComponentsJson", "metricsJson", "metadataJson", "totalReward",
+    "episodeLength", "finalStatus", "finalBalance", "finalPnL", "tradesExecuted", "postsCreated", "isTrainingData",
+    "createdAt", "updatedAt",
+)  # fmt: skip
+OUTCOME_COLUMNS = (
+    "id", "windowId", "stockTicker", "startPrice", "endPrice", "changePercent", "sentiment", "newsEvents",
+    "predictionMarketId", "question", "outcome", "finalProbability", "createdAt",
+)  # fmt: skip
+# Simulated rows carry this id prefix, so re-simulating replaces them and never touches the game's own rows.
+SIMULATED_ID_PREFIX = "babylon-sim:"
+
+
+def _copy_statement(table: str, columns: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(column) for column in columns)
+    )
+
+
+def create_game_tables(conn: Conn) -> bool:
+    """Create the game's tables (game_schema.sql) when the database has no "trajectories"; True if it did.
+
+    A database that has the game's tables is never altered.
+    """
+    found = conn.execute("""SELECT to_regclass('"trajectories"') IS NOT NULL""").fetchone()
+    if found is not None and found[0]:
+        return False
+    conn.execute(files("babylon_assets.trajectories").joinpath("game_schema.sql").read_text().encode())
+    return True
 
 
 def insert_windows(url: str, simulated: Iterator[SimulatedWindow], *, start: datetime, windows: int) -> int:
     """Replace the simulated rows and market outcomes of [start, start + windows h) with `simulated`, in one
-    transaction; returns the number of steps written. Rows the recorder wrote are left alone."""
-    end = start + timedelta(hours=windows)
+    transaction, the way the game's recorder writes them; returns the number of steps written. The game's
+    tables are created first if the database has none; rows the game wrote are left alone."""
+    keys = [window_key(window_id) for window_id in window_ids(start, windows)]
     steps = 0
+    written = datetime.now(UTC).replace(tzinfo=None)
     with connect(url) as conn, conn.transaction(), conn.cursor() as cur:
-        cur.execute(
-            "DELETE FROM trajectories WHERE window_id >= %s AND window_id < %s AND metadata->>'source' = %s",
-            (start, end, SIMULATOR_SOURCE),
-        )
-        for table in ("market_outcomes_stock", "market_outcomes_prediction"):
+        create_game_tables(conn)
+        for table in ("trajectories", "market_outcomes"):
             cur.execute(
-                sql.SQL("DELETE FROM {} WHERE window_id >= %s AND window_id < %s").format(sql.Identifier(table)),
-                (start, end),
+                sql.SQL('DELETE FROM {} WHERE "windowId" = ANY(%s) AND "id" LIKE %s').format(sql.Identifier(table)),
+                (keys, f"{SIMULATED_ID_PREFIX}%"),
             )
-        stocks: list[tuple[datetime, StockOutcome]] = []
-        predictions: list[tuple[datetime, PredictionOutcome]] = []
-        with cur.copy(f"COPY trajectories ({TRAJECTORY_COLUMNS}) FROM STDIN") as copy:
+        outcome_rows: list[tuple[object, ...]] = []
+        with cur.copy(_copy_statement("trajectories", TRAJECTORY_COLUMNS)) as copy:
             for window in simulated:
-                stocks.extend((window.window_id, stock) for stock in window.stocks)
-                predictions.extend((window.window_id, prediction) for prediction in window.predictions)
+                key = window_key(window.window_id)
+                outcome_rows.extend(
+                    (f"{SIMULATED_ID_PREFIX}{key}:{stock.ticker}", key, stock.ticker, stock.start_price,
+                     stock.end_price, stock.change_percent, stock.sentiment, json.dumps(stock.news_events),
+                     None, None, None, None, written)
+                    for stock in window.stocks
+                )  # fmt: skip
+                outcome_rows.extend(
+                    (f"{SIMULATED_ID_PREFIX}{key}:{market.market_id}", key, None, None, None, None, None, None,
+                     market.market_id, market.question, market.outcome, market.final_probability, written)
+                    for market in window.predictions
+                )  # fmt: skip
                 for row in window.trajectories:
                     steps += len(row.steps)
                     copy.write_row(
                         (
+                            f"{SIMULATED_ID_PREFIX}{row.trajectory_id}",
                             row.trajectory_id,
                             row.agent_id,
-                            row.start_time,
-                            row.end_time,
+                            row.start_time.astimezone(UTC).replace(tzinfo=None),
+                            row.end_time.astimezone(UTC).replace(tzinfo=None),
                             row.duration_ms,
-                            row.window_id,
+                            key,
                             1,
                             row.episode_id,
                             row.scenario_id,
@@ -757,37 +805,14 @@ def insert_windows(url: str, simulated: Iterator[SimulatedWindow], *, start: dat
                             row.final_pnl,
                             row.trades_executed,
                             row.posts_created,
+                            True,
+                            written,
+                            written,
                         )
                     )
-        with cur.copy(
-            "COPY market_outcomes_stock (window_id, ticker, start_price, end_price, change_percent, sentiment, "
-            "news_events) FROM STDIN"
-        ) as copy:
-            for window_id, stock in stocks:
-                copy.write_row(
-                    (
-                        window_id,
-                        stock.ticker,
-                        stock.start_price,
-                        stock.end_price,
-                        stock.change_percent,
-                        stock.sentiment,
-                        json.dumps(stock.news_events),
-                    )
-                )
-        with cur.copy(
-            "COPY market_outcomes_prediction (window_id, market_id, question, outcome, final_probability) FROM STDIN"
-        ) as copy:
-            for window_id, prediction in predictions:
-                copy.write_row(
-                    (
-                        window_id,
-                        prediction.market_id,
-                        prediction.question,
-                        prediction.outcome,
-                        prediction.final_probability,
-                    )
-                )
+        with cur.copy(_copy_statement("market_outcomes", OUTCOME_COLUMNS)) as copy:
+            for outcome in outcome_rows:
+                copy.write_row(outcome)
     return steps
 
 

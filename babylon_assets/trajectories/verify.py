@@ -1,7 +1,7 @@
-"""`babylon verify`: is there enough valid data to train on?
+"""`babylon verify`: is there enough valid data in the game's database to train on?
 
-Agents are counted after validation (in memory, nothing is written), so a window that is "ready" here
-does not fall apart when the pipeline validates it.
+It reads the game's tables only (nothing is ingested or written) and counts agents after validation, in
+memory, so a window that is "ready" here does not fall apart when the pipeline validates it.
 """
 
 import asyncio
@@ -10,14 +10,14 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import AsyncConn, connect_async, redact_url, resolve_database_url
-from babylon_assets.db.migrate import require_migrated
-from babylon_assets.trajectories.models import Rejection, WindowStats, window_key
-from babylon_assets.trajectories.reader import (
+from babylon_assets.trajectories.game import (
+    UnwindowedRow,
     discover_windows,
-    load_unwindowed_rejections,
-    load_window,
-    stats_of,
+    read_window_rows,
+    unwindowed_rows,
 )
+from babylon_assets.trajectories.models import Rejection, WindowStats, window_key
+from babylon_assets.trajectories.reader import stats_of, validate_rows
 
 AGENT_THRESHOLDS = (2, 3, 5, 8)
 SHOWN_WINDOWS = 5
@@ -45,8 +45,8 @@ class VerifyReport(BaseModel):
     lost_windows: list[WindowStats]
     rejections: list[Rejection]  # a sample from the lookback's windows
     rejected_rows: int
-    # Rows without a window id belong to no window: a sample, each with its fix, and how many there are.
-    unwindowed: list[Rejection]
+    # Rows whose windowId is not a window key belong to no window: a sample, and how many there are.
+    unwindowed: list[UnwindowedRow]
     unwindowed_rows: int
 
     @property
@@ -77,7 +77,8 @@ async def build_report(
     rejections: list[Rejection] = []
     rejected_rows = 0
     for candidate in candidates:
-        load = await load_window(conn, candidate.window_id, min_actions=min_actions)
+        rows = await read_window_rows(conn, candidate.window_id)
+        load = validate_rows(rows, candidate.window_id, snapshot_id=None, min_actions=min_actions)
         valid_agents[candidate.window_id] = load.distinct_agents
         rejected_rows += len(load.rejected)
         rejections.extend(load.rejected[: SHOWN_REJECTIONS - len(rejections)])
@@ -85,7 +86,7 @@ async def build_report(
             ready.append(stats_of(load))
         elif candidate.agents >= min_agents:
             lost.append(stats_of(load))
-    unwindowed = await load_unwindowed_rejections(conn)
+    unwindowed, unwindowed_count = await unwindowed_rows(conn, SHOWN_REJECTIONS)
     thresholds = [
         ThresholdCount(
             agents=threshold,
@@ -104,8 +105,8 @@ async def build_report(
         lost_windows=lost,
         rejections=rejections,
         rejected_rows=rejected_rows,
-        unwindowed=unwindowed[:SHOWN_REJECTIONS],
-        unwindowed_rows=len(unwindowed),
+        unwindowed=unwindowed,
+        unwindowed_rows=unwindowed_count,
     )
 
 
@@ -163,14 +164,17 @@ def render_report(report: VerifyReport) -> str:
     if report.rejected_rows:
         lines.append(f"{report.rejected_rows} row(s) in these windows were rejected, e.g.:")
         lines.extend(
-            f"  row {rejection.row_id} ({rejection.trajectory_id}): {rejection.reason}"
+            f"  row {rejection.source_id} ({rejection.trajectory_id}): {rejection.reason}"
             for rejection in report.rejections
         )
     if report.unwindowed_rows:
-        lines.append(f"{report.unwindowed_rows} row(s) have no windowId and belong to no window, e.g.:")
+        lines.append(
+            f"{report.unwindowed_rows} row(s) have a windowId that is not a window key (YYYY-MM-DDTHH:00, UTC) and "
+            "belong to no window; set it to the UTC hour of the row's startTime, or to NULL (the hour of startTime "
+            "is then used), e.g.:"
+        )
         lines.extend(
-            f"  row {rejection.row_id} ({rejection.trajectory_id}): {rejection.reason}"
-            for rejection in report.unwindowed
+            f"  row {row.source_id} ({row.trajectory_id}): windowId {row.window_id!r}" for row in report.unwindowed
         )
     count = len(report.ready_windows)
     if report.ready:
@@ -207,9 +211,8 @@ async def _report_for(
 
 
 def run_verify(*, lookback_hours: int, min_agents: int, min_actions: int, min_windows: int) -> int:
-    """Print the report for the configured database; 0 when ready for training, else 1."""
+    """Print the report for the game's database; 0 when ready for training, else 1."""
     url = resolve_database_url()
-    require_migrated(url)
     report = asyncio.run(
         _report_for(
             url,
