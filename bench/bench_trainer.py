@@ -66,6 +66,8 @@ def _groups(workload: Workload) -> list[ScoredGroup]:
                 ScoredTrajectory(
                     trajectory_id=f"g{group_index}-t{member}",
                     window_id=WINDOW,
+                    snapshot_id=1,
+                    source_id=f"row-g{group_index}-t{member}",
                     group_index=group_index,
                     score=member / (workload.group_size - 1),
                     judge="bench",

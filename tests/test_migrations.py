@@ -42,9 +42,7 @@ def test_edited_applied_migration_is_refused(store: str, tmp_path: Path) -> None
         apply_migrations(store, SCHEMA, folder)
 
 
-def test_new_migration_is_applied_alone_and_a_failing_one_leaves_nothing(
-    store: str, tmp_path: Path
-) -> None:
+def test_new_migration_is_applied_alone_and_a_failing_one_leaves_nothing(store: str, tmp_path: Path) -> None:
     folder = _copy_migrations(tmp_path)
     apply_migrations(store, SCHEMA, folder)
     (folder / "9000_extra.sql").write_text("CREATE TABLE extra (id int);")

@@ -384,7 +384,11 @@ MALFORMED: list[tuple[str, Columns, str]] = [
         {"stepsJson": _steps(change=_in_step(2, "llmCalls", 0, "systemPrompt", delete=True))},
         "stepsJson[2].llmCalls[0].systemPrompt is missing",
     ),
-    ("missing action", {"stepsJson": _steps(change=_in_step(4, "action", delete=True))}, "stepsJson[4].action is missing"),
+    (
+        "missing action",
+        {"stepsJson": _steps(change=_in_step(4, "action", delete=True))},
+        "stepsJson[4].action is missing",
+    ),
     (
         "llmCalls null",
         {"stepsJson": _steps(change=_in_step(0, "llmCalls", value=None))},
@@ -485,7 +489,11 @@ MALFORMED: list[tuple[str, Columns, str]] = [
         {"isTrainingData": False},
         "isTrainingData is false: the game marked this episode as not for training",
     ),
-    ("a replay of a valid episode", {"stepsJson": "REPLAY"}, "duplicate episode: its steps are identical to trajectory"),
+    (
+        "a replay of a valid episode",
+        {"stepsJson": "REPLAY"},
+        "duplicate episode: its steps are identical to trajectory",
+    ),
 ]
 
 

@@ -115,6 +115,8 @@ def two_groups() -> list[ScoredGroup]:
                 ScoredTrajectory(
                     trajectory_id=f"t{index}-{n}",
                     window_id=window,
+                    snapshot_id=1,
+                    source_id=f"row-{index}-{n}",
                     group_index=index,
                     score=n / 4,
                     judge="ruler",

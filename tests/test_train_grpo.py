@@ -119,6 +119,8 @@ def trajectory(trajectory_id: str, score: float, answer: str) -> ScoredTrajector
     return ScoredTrajectory(
         trajectory_id=trajectory_id,
         window_id=WINDOW,
+        snapshot_id=1,
+        source_id=f"row-{trajectory_id}",
         group_index=0,
         score=score,
         judge="test",

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,12 +14,14 @@ from psycopg import sql
 
 from babylon_assets.cli import main
 from babylon_assets.db.connection import connect, connect_async
+from babylon_assets.errors import ConfigurationError
 from babylon_assets.metadata import MISSING
 from babylon_assets.training import metric_names, registry
 from babylon_assets.training.assets import trained_checkpoint
 from babylon_assets.training.config import TrainingConfig
-from babylon_assets.training.data import dropout_rate, eligible_windows
+from babylon_assets.training.data import dropout_rate, eligible_windows, load_scored_trajectories
 from babylon_assets.training.lineage import checkpoint_lineage
+from babylon_assets.training.publish import publish_target
 from babylon_assets.training.train import NoTrainableWindowsError, train_policy
 from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup, ScoredTrajectory, StepOutcome
 from babylon_assets.trajectories.models import lookback_start
@@ -27,16 +30,11 @@ from babylon_assets.trajectories.validation import validate_window
 from resources.database import DatabaseResource
 from resources.trainer import TrainerResource
 from resources.wandb import WandbResource
+from tests.trajectory_rows import ingest_and_validate
 
 WINDOWS = 4
 AGENTS = 5
 SECRET = "wandb-test-key-not-real-0123456789"
-
-
-async def _validate(url: str, windows: list[datetime]) -> None:
-    async with await connect_async(url) as conn:
-        for window_id in windows:
-            await validate_window(conn, window_id, min_actions=5)
 
 
 def score_windows(url: str, windows: list[datetime]) -> None:
@@ -62,15 +60,17 @@ def score_windows(url: str, windows: list[datetime]) -> None:
 
 
 @pytest.fixture
-def scored_url(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def scored_url(database_url: str, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The store of a game database with scored windows (DATABASE_URL names the game's database)."""
     monkeypatch.setenv("BABYLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DATABASE_URL", database_url)
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=WINDOWS + 2)
     summary = simulate(database_url, agents=AGENTS, windows=WINDOWS, seed=7, start=start, steps_range=(5, 6))
     windows = [start + timedelta(hours=offset) for offset in range(WINDOWS)]
     assert len(summary.windows) == WINDOWS
-    asyncio.run(_validate(database_url, windows))
-    score_windows(database_url, windows)
-    yield database_url
+    asyncio.run(ingest_and_validate(database_url, store_url, windows))
+    score_windows(store_url, windows)
+    yield store_url
 
 
 def trainer_resource(tmp_path: Path, wandb_api_key: str | None = None) -> TrainerResource:
@@ -123,7 +123,6 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
             "JOIN checkpoint_trajectories t ON t.checkpoint_id = c.id AND t.window_id = w.window_id "
             "GROUP BY c.id ORDER BY c.step"
         ).fetchall()
-        marked = conn.execute("SELECT count(*) FILTER (WHERE used_in_training) FROM trajectories").fetchone()
         held_out = conn.execute("SELECT count(*) FROM training_window_splits WHERE held_out").fetchone()
         best = conn.execute(
             "SELECT b.eval_margin, (SELECT max(eval_margin_after) FROM policy_checkpoints) FROM best_checkpoints b"
@@ -134,8 +133,10 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
     config_text = json.dumps(lineage[0][4])
     assert "password" not in config_text.lower() and "api_key" not in config_text.lower()
     assert lineage[0][4]["training"]["iterations"] == 2
-    # Every trajectory of the three training windows is marked; held-out ones never are.
-    assert marked is not None and marked[0] == (WINDOWS - 1) * AGENTS
+    # Without BABYLON_PUBLISH nothing is written to the game: no trajectory is marked.
+    with connect(os.environ["DATABASE_URL"]) as conn:
+        marked = conn.execute('SELECT count(*) FILTER (WHERE "usedInTraining") FROM "trajectories"').fetchone()
+    assert marked == (0,)
     assert held_out == (1,)
     assert best is not None and best[0] == best[1]
     # One W&B run per materialization.
@@ -150,7 +151,6 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
 def test_babylon_lineage_prints_the_latest_checkpoint(
     scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", scored_url)
     assert main(["lineage", "--model", "policy"]) == 1
     assert "has no registered checkpoint; train it with `babylon train`" in capsys.readouterr().err
     result = train_policy(
@@ -195,13 +195,27 @@ def test_a_crash_between_saving_and_registering_leaves_nothing_registered(
     assert sorted(path.name for path in orphan.parent.iterdir()) == ["step-1", "step-2"]
 
 
-def test_a_registration_failing_midway_leaves_nothing_registered(database_url: str) -> None:
+def test_a_registration_failing_midway_leaves_nothing_registered(scored_url: str) -> None:
     policy = PolicySpec(name="policy", base_model="tiny", project="test", backend="torch")
-    window = datetime(2026, 11, 24, 13, tzinfo=UTC)
+    with connect(scored_url) as conn:
+        found = conn.execute(
+            "SELECT v.window_id, v.snapshot_id, v.source_id, v.trajectory_id FROM trajectory_validations v "
+            "WHERE v.accepted LIMIT 1"
+        ).fetchone()
+    assert found is not None
+    window, snapshot_id, source_id, trajectory_id = found
     twice = ScoredTrajectory(
-        trajectory_id="t-1", window_id=window, group_index=0, score=1.0, judge="j", rubric_version="v1", messages=[]
+        trajectory_id=trajectory_id,
+        window_id=window,
+        snapshot_id=snapshot_id,
+        source_id=source_id,
+        group_index=0,
+        score=1.0,
+        judge="j",
+        rubric_version="v1",
+        messages=[],
     )
-    with connect(database_url, autocommit=True) as conn:
+    with connect(scored_url, autocommit=True) as conn:
         registry.ensure_policy_model(conn, policy)
         # The checkpoint row goes in first; the trajectory listed twice then breaks checkpoint_trajectories' key.
         with pytest.raises(psycopg.errors.UniqueViolation):
@@ -233,11 +247,11 @@ def test_a_second_trainer_of_the_same_model_is_refused(scored_url: str, tmp_path
 
 
 def test_no_scored_windows_is_an_error_that_names_the_command(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BABYLON_HOME", str(tmp_path / "home"))
     with pytest.raises(NoTrainableWindowsError, match="babylon simulate"):
-        train_policy(database_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
+        train_policy(store_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
 
 
 def test_dropout_rate_sizes_toward_the_target() -> None:
@@ -276,7 +290,6 @@ def test_dropout_is_sized_again_for_each_step(scored_url: str, tmp_path: Path) -
 def test_trained_checkpoint_asset_materializes_with_metadata_and_never_shows_the_wandb_key(
     scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", scored_url)
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     key = dg.EnvVar("WANDB_API_KEY")
     result = dg.materialize(
@@ -326,3 +339,56 @@ def test_training_sees_exactly_the_lookback_windows_that_discovery_sees(scored_u
     assert holding[0].window_id == oldest
     assert oldest not in [window.window_id for window in short]
     assert len(holding) == len(short) + 1 == WINDOWS
+
+
+def test_game_knowledge_never_reaches_what_the_trainer_sees(database_url: str, store_url: str) -> None:
+    # The game's recorder keeps hindsight in metadataJson.gameKnowledge; it may inform a judge at most.
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    simulate(database_url, agents=AGENTS, windows=1, seed=3, start=start)
+    marker = "ACTUAL-OUTCOME-b8e1f0"
+    with connect(database_url) as conn:
+        conn.execute(
+            """UPDATE "trajectories" SET "metadataJson" = jsonb_set("metadataJson"::jsonb,
+                   '{gameKnowledge,futureOutcomes}', to_jsonb(%s::text))::text""",
+            (marker,),
+        )
+    asyncio.run(ingest_and_validate(database_url, store_url, [start]))
+    score_windows(store_url, [start])
+    with connect(store_url) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM snapshot_rows WHERE recorded::text LIKE %s", (f"%{marker}%",)
+        ).fetchone() == (AGENTS,)
+        loaded = load_scored_trajectories(store_url, conn, [start], min_actions=5)
+    seen = json.dumps([m.model_dump() for t in loaded[start] for m in t.messages])
+    assert len(loaded[start]) == AGENTS and marker not in seen and "gameKnowledge" not in seen
+
+
+def test_publishing_names_the_promoted_checkpoint_in_the_game_and_marks_its_trajectories(
+    scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    game_url = os.environ["DATABASE_URL"]
+    monkeypatch.setenv("BABYLON_PUBLISH", "1")
+    target = publish_target(game_url)
+    assert target is not None and target.game_schema == "public"
+    result = train_policy(
+        scored_url,
+        trainer_resource(tmp_path).build(),
+        wandb_resource(tmp_path),
+        CONFIG.model_copy(update={"iterations": 1}),
+        target,
+    )
+    with connect(game_url) as conn:
+        published = conn.execute(
+            'SELECT "modelId", "version", "baseModel", "status", "storagePath", "evalMetrics" FROM "trained_models"'
+        ).fetchall()
+        marked = conn.execute(
+            'SELECT "trajectoryId", "trainedInBatch" FROM "trajectories" WHERE "usedInTraining" ORDER BY 1'
+        ).fetchall()
+    assert [row[:5] for row in published] == [("policy-step-1", "1", "tiny", "ready", result.checkpoint_path)]
+    assert published[0][5]["eval_margin_after"] == result.steps[0].eval_margin_after
+    assert [trajectory_id for trajectory_id, _ in marked] == sorted(result.steps[0].trajectory_ids)
+    assert {batch for _, batch in marked} == {"policy/step-1"}
+    # Publishing is one transaction with the promotion, so it needs the platform's schema in the game's database.
+    monkeypatch.setenv("BABYLON_STORE_URL", "postgresql://postgres@127.0.0.1:5432/elsewhere")
+    with pytest.raises(ConfigurationError, match="unset BABYLON_STORE_URL, or unset BABYLON_PUBLISH"):
+        publish_target(game_url)

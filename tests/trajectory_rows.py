@@ -97,3 +97,18 @@ def insert_rows(url: str, rows: list[dict[str, object]]) -> list[str]:
 
 def window_agents(window_id: datetime, agents: int, *, steps: int = 5) -> list[dict[str, object]]:
     return [row(window_id, f"agent-{index}", steps=steps) for index in range(agents)]
+
+
+async def ingest_and_validate(game_url: str, store_url: str, windows: list[datetime], min_actions: int = 5) -> None:
+    """raw_trajectories then validated_windows for each window, as the pipeline runs them."""
+    from babylon_assets.trajectories.ingest import ingest_window
+    from babylon_assets.trajectories.validation import validate_window
+
+    async with (
+        await psycopg.AsyncConnection.connect(game_url) as game,
+        await psycopg.AsyncConnection.connect(store_url) as store,
+        await psycopg.AsyncConnection.connect(store_url, autocommit=True) as verdicts,
+    ):
+        for window_id in windows:
+            await ingest_window(game, store, window_id)
+            await validate_window(verdicts, window_id, min_actions=min_actions)
