@@ -26,11 +26,12 @@ from babylon_assets.trajectories.models import (
 )
 from babylon_assets.trajectories.reader import load_accepted
 from babylon_assets.trajectories.simulate import simulate
-from babylon_assets.trajectories.validation import validate_window
+from tests.trajectory_rows import ingest_and_validate, trajectory_from_steps
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 OUTCOMES = MarketOutcomes(
     window_id=WINDOW,
+    source="market_outcomes",
     stocks=[
         StockOutcome(
             ticker="BABY", start_price=10, end_price=12, change_percent=20, sentiment="BULLISH", news_events=[]
@@ -41,8 +42,8 @@ OUTCOMES = MarketOutcomes(
 
 
 @pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[AsyncConn]:
-    async with await connect_async(database_url, autocommit=True) as connection:
+async def conn(store_url: str) -> AsyncIterator[AsyncConn]:
+    async with await connect_async(store_url, autocommit=True) as connection:
         yield connection
 
 
@@ -65,7 +66,7 @@ def trajectory(
         steps.append(
             Step(
                 step_number=number,
-                timestamp=1_700_000_000_000 + number * 60_000,
+                timestamp=int(WINDOW.timestamp() * 1000) + number * 60_000,
                 environment_state=EnvironmentState(
                     agent_balance=1000 + pnl, agent_pnl=pnl, open_positions=0, active_markets=2
                 ),
@@ -75,32 +76,7 @@ def trajectory(
                 reward=0.0,
             )
         )
-    return Trajectory(
-        row_id=abs(hash(trajectory_id)) % 1_000_000,
-        trajectory_id=trajectory_id,
-        agent_id=f"agent-{trajectory_id}",
-        start_time=WINDOW,
-        end_time=None,
-        duration_ms=None,
-        window_id=WINDOW,
-        window_hours=1,
-        episode_id=None,
-        scenario_id=None,
-        steps=steps,
-        reward_components=None,
-        metrics=None,
-        metadata=None,
-        total_reward=0.0,
-        episode_length=len(steps),
-        final_status="completed",
-        final_balance=None,
-        final_pnl=None,
-        trades_executed=len(actions),
-        posts_created=0,
-        is_training_data=True,
-        used_in_training=False,
-        trained_in_batch=None,
-    )
+    return trajectory_from_steps(WINDOW, trajectory_id, steps)
 
 
 GOOD_CALLS: list[tuple[str, dict[str, JsonValue]]] = [
@@ -164,10 +140,10 @@ def test_permutation_orders_are_distinct_and_the_second_mirrors_the_first() -> N
 
 
 async def test_scoring_with_the_outcome_judge_stores_the_split_and_replaces_earlier_scores(
-    database_url: str, conn: AsyncConn
+    database_url: str, store_url: str, conn: AsyncConn
 ) -> None:
     simulate(database_url, agents=20, windows=1, seed=11, start=WINDOW)
-    await validate_window(conn, WINDOW, min_actions=1)
+    await ingest_and_validate(database_url, store_url, [WINDOW], min_actions=1)
 
     first = await score_window(conn, OutcomeJudge(group_size=8), WINDOW)
     second = await score_window(conn, OutcomeJudge(group_size=8), WINDOW)
@@ -193,10 +169,10 @@ async def test_scoring_with_the_outcome_judge_stores_the_split_and_replaces_earl
 
 
 async def test_the_completeness_check_fails_when_an_accepted_trajectory_has_no_score(
-    database_url: str, conn: AsyncConn
+    database_url: str, store_url: str, conn: AsyncConn
 ) -> None:
     simulate(database_url, agents=5, windows=1, seed=11, start=WINDOW)
-    await validate_window(conn, WINDOW, min_actions=1)
+    await ingest_and_validate(database_url, store_url, [WINDOW], min_actions=1)
     scoring = await score_window(conn, OutcomeJudge(), WINDOW)
     lost = scoring.scores[2].trajectory_id
     await conn.execute("DELETE FROM trajectory_scores WHERE trajectory_id = %s", (lost,))

@@ -12,19 +12,14 @@ from resources.database import DatabaseResource
 from sensors import fresh_windows, training
 from sensors.fresh_windows import fresh_windows_sensor
 from sensors.training import training_sensor
+from tests.trajectory_rows import insert_rows, row
 
 NOW = hour_floor(datetime.now(UTC)) + timedelta(minutes=30)
 
 
 def add_window(url: str, window_id: datetime, *, agents: int, actions: int = 6) -> None:
-    """Rows as the recorder stores them; the sensor only counts agents with enough actions."""
-    with psycopg.connect(url) as conn:
-        for agent in range(agents):
-            conn.execute(
-                "INSERT INTO trajectories (trajectory_id, agent_id, window_id, episode_length, steps) "
-                "VALUES (%s, %s, %s, %s, '[]'::jsonb)",
-                (f"{window_key(window_id)}-{agent}", f"agent-{agent}", window_id, actions),
-            )
+    """Rows as the recorder stores them in the game's table; the sensor only counts agents with enough actions."""
+    insert_rows(url, [row(window_id, f"agent-{agent}", steps=actions) for agent in range(agents)])
 
 
 def hours_ago(hours: int) -> datetime:
@@ -149,8 +144,16 @@ def mark_trained(url: str, window_ids: list[datetime]) -> None:
         ).fetchone()
         assert row is not None
         for window_id in window_ids:
+            snapshot = conn.execute(
+                "INSERT INTO window_snapshots (window_id, version, content_hash, rows, rows_added, rows_changed, "
+                "rows_gone, outcome_source, outcomes) VALUES (%s, 1, repeat('0', 64), 0, 0, 0, 0, 'none', '{}') "
+                "RETURNING id",
+                (window_id,),
+            ).fetchone()
+            assert snapshot is not None
             conn.execute(
-                "INSERT INTO checkpoint_windows (checkpoint_id, window_id) VALUES (%s, %s)", (row[0], window_id)
+                "INSERT INTO checkpoint_windows (checkpoint_id, window_id, snapshot_id) VALUES (%s, %s, %s)",
+                (row[0], window_id, snapshot[0]),
             )
 
 
@@ -161,8 +164,10 @@ def tick_training(instance: dg.DagsterInstance) -> dg.SkipReason | dg.RunRequest
     return result
 
 
-def test_training_sensor_waits_for_three_fresh_windows(use_database: str, instance: dg.DagsterInstance) -> None:
-    url = use_database
+def test_training_sensor_waits_for_three_fresh_windows(
+    use_database: str, store_url: str, instance: dg.DagsterInstance
+) -> None:
+    url = store_url
     add_scored_window(url, hours_ago(5))
     add_scored_window(url, hours_ago(4))
     waiting = tick_training(instance)

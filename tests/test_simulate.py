@@ -18,8 +18,22 @@ from babylon_assets.trajectories.simulate import (
     insert_windows,
     simulate,
 )
+from tests.trajectory_rows import ingest_and_validate
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+
+def test_simulate_creates_the_games_tables_in_a_database_without_them(empty_database_url: str) -> None:
+    simulate(empty_database_url, agents=2, windows=1, seed=1, start=WINDOW)
+    with psycopg.connect(empty_database_url) as conn:
+        columns = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name = 'trajectories' ORDER BY ordinal_position"
+        ).fetchall()
+        rows = conn.execute('SELECT "windowId", "isTrainingData" FROM "trajectories"').fetchall()
+    assert ("stepsJson", "text") in columns and ("windowId", "character varying") in columns
+    assert ("startTime", "timestamp without time zone") in columns and ("finalPnL", "double precision") in columns
+    assert rows == [("2026-11-20T10:00", True)] * 2
 
 
 def test_same_seed_same_rows_other_seed_other_rows() -> None:
@@ -74,30 +88,34 @@ def test_default_start_ends_at_the_current_hour() -> None:
     assert default_start(3, now) == datetime(2026, 11, 24, 10, tzinfo=UTC)
 
 
-async def test_simulate_writes_readable_rows_and_replaces_them_on_rerun(database_url: str) -> None:
+async def test_simulate_writes_readable_rows_and_replaces_them_on_rerun(database_url: str, store_url: str) -> None:
     summary = simulate(database_url, agents=5, windows=3, seed=11, start=WINDOW)
     assert summary.windows == ["2026-11-20T10:00", "2026-11-20T11:00", "2026-11-20T12:00"]
     assert summary.trajectories == 15
     again = simulate(database_url, agents=5, windows=3, seed=11, start=WINDOW)
     assert again == summary
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+    await ingest_and_validate(database_url, store_url, [WINDOW, WINDOW + timedelta(hours=1)])
+    async with await psycopg.AsyncConnection.connect(store_url) as conn:
         load = await load_window(conn, WINDOW + timedelta(hours=1), min_actions=5)
         outcomes = await load_market_outcomes(conn, WINDOW)
-        cur = await conn.execute("SELECT count(*), sum(episode_length) FROM trajectories")
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute('SELECT count(*), sum("episodeLength") FROM "trajectories"')
         assert await cur.fetchone() == (15, summary.steps)
     assert load.rejected == []
     assert load.distinct_agents == 5
     generated = generate_window(seed=11, window_id=WINDOW + timedelta(hours=1), agents=5)
-    assert [t.steps for t in load.accepted] == [row.steps for row in generated.trajectories]
+    loaded = {t.trajectory_id: t.steps for t in load.accepted}
+    assert loaded == {row.trajectory_id: row.steps for row in generated.trajectories}
     assert len(outcomes.stocks) == 32 and len(outcomes.predictions) == 5
 
 
-async def test_plugin_shape_rows_load_like_recorder_rows(database_url: str) -> None:
+async def test_plugin_shape_rows_load_like_recorder_rows(database_url: str, store_url: str) -> None:
     window = generate_window(seed=2, window_id=WINDOW, agents=4, plugin_agents=frozenset({1, 3}))
     plugin_text = window.trajectories[1].steps_json()
     assert '"actionName"' in plugin_text and '"immediateReward"' in plugin_text and '"stepId"' in plugin_text
     insert_windows(database_url, iter([window]), start=WINDOW, windows=1)
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+    await ingest_and_validate(database_url, store_url, [WINDOW], min_actions=1)
+    async with await psycopg.AsyncConnection.connect(store_url) as conn:
         load = await load_window(conn, WINDOW, min_actions=1)
     assert load.rejected == []
     loaded: dict[str, Trajectory] = {t.agent_id: t for t in load.accepted}

@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from babylon_assets.cli import main
-from babylon_assets.db.connection import connect, connect_async
+from babylon_assets.db.connection import connect
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.metadata import MISSING
 from babylon_assets.training import metric_names, registry
@@ -26,7 +26,6 @@ from babylon_assets.training.train import NoTrainableWindowsError, train_policy
 from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup, ScoredTrajectory, StepOutcome
 from babylon_assets.trajectories.models import lookback_start
 from babylon_assets.trajectories.simulate import simulate
-from babylon_assets.trajectories.validation import validate_window
 from resources.database import DatabaseResource
 from resources.trainer import TrainerResource
 from resources.wandb import WandbResource

@@ -29,7 +29,7 @@ def _closed_port() -> int:
 def test_ready_database_exits_0(
     ready_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    insert_rows(ready_database_url, [row(None, "plugin-agent", shape="plugin")])
+    insert_rows(ready_database_url, [{**row(None, "plugin-agent", shape="plugin"), "windowId": "2026-11-20 10:00"}])
     monkeypatch.setenv("DATABASE_URL", ready_database_url)
     assert main(["verify"]) == 0
     out = capsys.readouterr().out
@@ -37,8 +37,8 @@ def test_ready_database_exits_0(
     assert "  5+                  3                3" in out
     assert "  8+                  0                0" in out
     assert out.count("       5             5         0") == 3  # agents, trajectories, rejected per window
-    assert "1 row(s) have no windowId and belong to no window, e.g.:" in out
-    assert "row has no windowId, so it belongs to no window; set its window_id to the UTC hour start" in out
+    assert "1 row(s) have a windowId that is not a window key (YYYY-MM-DDTHH:00, UTC) and belong to no window" in out
+    assert "windowId '2026-11-20 10:00'" in out
 
 
 def test_empty_database_exits_1_with_the_command_that_generates_data(
@@ -56,13 +56,13 @@ def test_agents_are_counted_after_validation(
 ) -> None:
     # One agent's rows turn invalid: every window still has 5 agents before validation, 4 after.
     with psycopg.connect(ready_database_url, autocommit=True) as conn:
-        conn.execute("UPDATE trajectories SET final_status = 'exploded' WHERE agent_id = 'sim-balanced-01'")
+        conn.execute("""UPDATE "trajectories" SET "finalStatus" = 'exploded' WHERE "agentId" = 'sim-balanced-01'""")
     monkeypatch.setenv("DATABASE_URL", ready_database_url)
     assert main(["verify"]) == 1
     out = capsys.readouterr().out
     assert "  5+                  3                0" in out
     assert "3 window(s) had enough agents before validation but not after" in out
-    assert "final_status: Input should be" in out and "'exploded'" in out
+    assert "finalStatus: Input should be" in out and "'exploded'" in out
     assert main(["verify", "--min-agents", "4"]) == 0
     assert "READY FOR TRAINING" in capsys.readouterr().out
 
@@ -80,12 +80,12 @@ def test_unreachable_database_exits_2_in_one_line(
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_unmigrated_database_exits_2(
+def test_a_database_without_the_games_tables_exits_2(
     empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", empty_database_url)
     assert main(["verify"]) == 2
-    assert "run `babylon migrate` first" in capsys.readouterr().err
+    assert 'no "trajectories" table of the game; point DATABASE_URL at the game\'s database' in capsys.readouterr().err
 
 
 def test_babylon_entry_point_runs_verify(ready_database_url: str) -> None:

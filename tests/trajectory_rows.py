@@ -11,9 +11,9 @@ from typing import Literal
 
 import psycopg
 from psycopg import sql
-from pydantic import JsonValue
+from pydantic import JsonValue, TypeAdapter
 
-from babylon_assets.trajectories.models import window_key
+from babylon_assets.trajectories.models import RecordedTrajectory, Step, Trajectory, window_key
 
 FIXTURES = Path(__file__).parent / "fixtures"
 StepShape = Literal["recorder", "plugin"]
@@ -21,6 +21,7 @@ STEP_REWARD: dict[StepShape, float] = {"recorder": 1.25, "plugin": -0.5}
 # Rows built later were recorded later: "createdAt" orders them, as the validator's rules rely on.
 _RECORDED_AT = datetime(2026, 11, 30, tzinfo=UTC)
 _ORDER = itertools.count()
+_STEPS = TypeAdapter(list[Step])
 
 
 def fixture_steps(
@@ -112,3 +113,24 @@ async def ingest_and_validate(game_url: str, store_url: str, windows: list[datet
         for window_id in windows:
             await ingest_window(game, store, window_id)
             await validate_window(verdicts, window_id, min_actions=min_actions)
+
+
+def trajectory_from_steps(window_id: datetime, trajectory_id: str, steps: list[Step]) -> Trajectory:
+    """A validated trajectory of hand-built steps (timestamps must lie in the window's hour)."""
+    columns = {
+        **row(window_id, f"agent-{trajectory_id}", steps=len(steps)),
+        "id": f"row-{trajectory_id}",
+        "trajectoryId": trajectory_id,
+        "startTime": utc_naive(window_id),
+        "endTime": utc_naive(window_id + timedelta(hours=1)),
+        "stepsJson": _STEPS.dump_json(steps, by_alias=True).decode(),
+        "totalReward": sum(step.reward for step in steps),
+        "tradesExecuted": None,
+        "postsCreated": None,
+        "isEvaluation": False,
+    }
+    recorded = {key: value.isoformat(timespec="milliseconds") if isinstance(value, datetime) else value
+                for key, value in columns.items()}  # fmt: skip
+    return Trajectory(
+        window_id=window_id, snapshot_id=None, row=RecordedTrajectory.model_validate_json(json.dumps(recorded))
+    )
