@@ -12,7 +12,6 @@ import pytest
 from psycopg import sql
 
 from babylon_assets.instance import instance_environment, prepare_instance, storage_target
-from babylon_assets.trajectories.models import parse_window_key
 from babylon_assets.trajectories.simulate import simulate
 
 # Over and settled, yet inside the default 168-hour lookback that discovery and training use.
@@ -52,8 +51,8 @@ def drop_one_agent(url: str, key: str) -> None:
     with psycopg.connect(url) as conn:
         conn.execute(
             """
-            UPDATE trajectories SET steps = '"not json"'::jsonb
-            WHERE id = (SELECT min(id) FROM trajectories WHERE window_id = %s)
+            UPDATE "trajectories" SET "stepsJson" = 'not json'
+            WHERE "id" = (SELECT min("id") FROM "trajectories" WHERE "windowId" = %s)
             """,
-            (parse_window_key(key),),
+            (key,),
         )

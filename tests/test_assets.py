@@ -1,5 +1,6 @@
 """The window chain on the project's instance (PostgreSQL run and event storage), against real data."""
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from babylon_assets.cli import main
 from babylon_assets.definitions import defs
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.models import parse_window_key
-from tests.dagster_instance import drop_one_agent, project_instance, simulate_windows
+from tests.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
+from tests.trajectory_rows import insert_rows, row
 
 CHAIN = ["raw_trajectories", "validated_windows", "scored_groups"]
 
@@ -43,6 +45,7 @@ def materialized(instance: dg.DagsterInstance, asset: str, key: str) -> dict[str
 
 
 def counts(url: str, key: str) -> dict[str, int]:
+    """Rows per window in the platform's tables (`url` is the store)."""
     tables = ["trajectory_validations", "window_validations", "trajectory_scores", "window_scores"]
     with psycopg.connect(url) as conn:
         found: dict[str, int] = {}
@@ -54,7 +57,9 @@ def counts(url: str, key: str) -> dict[str, int]:
     return found
 
 
-def test_one_window_end_to_end_on_a_postgres_instance(database_url: str, instance: dg.DagsterInstance) -> None:
+def test_one_window_end_to_end_on_a_postgres_instance(
+    database_url: str, store_url: str, instance: dg.DagsterInstance
+) -> None:
     assert isinstance(instance.run_storage, PostgresRunStorage)
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
     assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
@@ -69,16 +74,18 @@ def test_one_window_end_to_end_on_a_postgres_instance(database_url: str, instanc
     assert result.success
     assert [evaluation.passed for evaluation in result.get_asset_check_evaluations()] == [True, True]
     raw = materialized(instance, "raw_trajectories", key)
-    assert raw["rows"] == dg.MetadataValue.int(5)
-    assert raw["agents"] == dg.MetadataValue.int(5)
-    assert isinstance(raw["steps"], dg.IntMetadataValue) and (raw["steps"].value or 0) >= 25
+    assert raw["rows_read"] == dg.MetadataValue.int(5)
+    assert raw["changed_since_last_snapshot"] == dg.MetadataValue.bool(True)
+    assert raw["rows_added"] == dg.MetadataValue.int(5)
+    assert raw["snapshot_version"] == dg.MetadataValue.int(1)
+    assert raw["outcome_source"] == dg.MetadataValue.text("market_outcomes")
     assert isinstance(raw["bytes"], dg.IntMetadataValue) and (raw["bytes"].value or 0) > 0
     validated = materialized(instance, "validated_windows", key)
     assert validated["accepted"] == dg.MetadataValue.int(5)
     assert validated["rejected"] == dg.MetadataValue.int(0)
     assert validated["distinct_agents"] == dg.MetadataValue.int(5)
     materialized(instance, "scored_groups", key)
-    assert counts(database_url, key) == {
+    assert counts(store_url, key) == {
         "trajectory_validations": 5,
         "window_validations": 1,
         "trajectory_scores": 5,
@@ -88,7 +95,9 @@ def test_one_window_end_to_end_on_a_postgres_instance(database_url: str, instanc
     assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
 
 
-def test_blocking_check_stops_a_window_with_four_valid_agents(database_url: str, instance: dg.DagsterInstance) -> None:
+def test_blocking_check_stops_a_window_with_four_valid_agents(
+    database_url: str, store_url: str, instance: dg.DagsterInstance
+) -> None:
     short, full = simulate_windows(database_url, windows=2, agents=5)
     drop_one_agent(database_url, short)
 
@@ -107,27 +116,27 @@ def test_blocking_check_stops_a_window_with_four_valid_agents(database_url: str,
         [cell.strip() for cell in line.strip().strip("|").split("|")] for line in str(rejected_table.value).splitlines()
     ]
     assert header == ["reason", "trajectories"]
-    assert (
-        len(rows) == 1 and rows[0][0].startswith("steps is recorder text that is not valid JSON") and rows[0][1] == "1"
-    )
+    assert len(rows) == 1 and rows[0][0].startswith("stepsJson is not valid JSON") and rows[0][1] == "1"
     assert not instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("scored_groups"), asset_partitions=[short]), limit=1
     ).records
-    assert counts(database_url, short)["window_scores"] == 0
+    assert counts(store_url, short)["window_scores"] == 0
 
     assert through.success
     materialized(instance, "scored_groups", full)
-    assert counts(database_url, full)["trajectory_scores"] == 5
+    assert counts(store_url, full)["trajectory_scores"] == 5
 
 
-def test_rematerializing_a_window_replaces_its_results(database_url: str, instance: dg.DagsterInstance) -> None:
+def test_rematerializing_a_window_replaces_its_results(
+    database_url: str, store_url: str, instance: dg.DagsterInstance
+) -> None:
     (key,) = simulate_windows(database_url, windows=1, agents=6)
     assert run_window(instance, key).success
-    first = counts(database_url, key)
+    first = counts(store_url, key)
 
     assert run_window(instance, key).success
 
-    assert counts(database_url, key) == first
+    assert counts(store_url, key) == first
     assert first["trajectory_validations"] == 6
     assert first["trajectory_scores"] == 6
 
@@ -156,6 +165,7 @@ def fail_scoring_of(url: str, key: str) -> None:
 
 def test_train_command_fails_naming_the_failed_window_and_trains_nothing(
     database_url: str,
+    store_url: str,
     instance: dg.DagsterInstance,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -163,7 +173,7 @@ def test_train_command_fails_naming_the_failed_window_and_trains_nothing(
 ) -> None:
     monkeypatch.setenv("BABYLON_HOME", str(tmp_path))  # the instance fixture's home is tmp_path/dagster_home
     failing, short, good = simulate_windows(database_url, windows=3, agents=5)
-    fail_scoring_of(database_url, failing)
+    fail_scoring_of(store_url, failing)
     drop_one_agent(database_url, short)
 
     code = main(["train", "--iterations", "1"])
@@ -175,7 +185,90 @@ def test_train_command_fails_naming_the_failed_window_and_trains_nothing(
     assert "storage refused the scores of this window" in captured.err
     assert "windows:" not in captured.out  # no summary: partial success is not success
     # The window after the failing one still went through; nothing was trained.
-    assert counts(database_url, good)["window_scores"] == 1
-    with psycopg.connect(database_url) as conn:
+    assert counts(store_url, good)["window_scores"] == 1
+    with psycopg.connect(store_url) as conn:
         row = conn.execute("SELECT count(*) FROM policy_checkpoints").fetchone()
     assert row is not None and row[0] == 0
+
+
+def game_checksums(url: str) -> dict[str, str]:
+    """A checksum of every row of every game table: equal means byte-for-byte the same content."""
+    with psycopg.connect(url) as conn:
+        tables = [
+            str(name)
+            for (name,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
+            )
+        ]
+        sums: dict[str, str] = {}
+        for table in tables:
+            query = sql.SQL(
+                "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {} t"
+            )
+            found = conn.execute(query.format(sql.Identifier(table))).fetchone()
+            assert found is not None
+            sums[table] = str(found[0])
+    return sums
+
+
+@pytest.fixture
+def reader_role(database_url: str, admin_url: str) -> Iterator[str]:
+    """The game's database as a role that may only SELECT its tables."""
+    role = f"babylon_reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    with psycopg.connect(database_url, autocommit=True) as game:
+        game.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
+    try:
+        yield psycopg.conninfo.make_conninfo(database_url, user=role)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as game:
+            game.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_an_operator_runs_the_platform_on_the_games_database_with_only_select_on_it(
+    database_url: str,
+    empty_database_url: str,
+    reader_role: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The game recorded three windows in both step shapes; the platform's store is another database.
+    keys = simulate_windows(database_url, windows=3, agents=5)
+    plugin = [{**row(parse_window_key(key), "plugin-agent", shape="plugin"), "windowId": None} for key in keys]
+    insert_rows(database_url, plugin)
+    before = game_checksums(database_url)
+    monkeypatch.setenv("DATABASE_URL", reader_role)
+    monkeypatch.setenv("BABYLON_STORE_URL", empty_database_url)
+    monkeypatch.setenv("BABYLON_HOME", str(tmp_path))
+    with psycopg.connect(reader_role) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute('UPDATE "trajectories" SET "usedInTraining" = true')
+    try:
+        assert main(["migrate"]) == 0
+        assert "schema babylon of user=postgres dbname=babylon_empty_" in capsys.readouterr().out
+        assert main(["verify"]) == 0
+        assert "READY FOR TRAINING: 3 window(s) have >= 5 valid agents" in capsys.readouterr().out
+        assert main(["train", "--iterations", "1", "--windows-per-iteration", "3"]) == 0
+        assert "windows:      3 scored, 0 skipped of 3 eligible" in capsys.readouterr().out
+        assert main(["lineage"]) == 0
+        printed = capsys.readouterr().out
+    finally:
+        drop_dagster_database(empty_database_url)
+    with psycopg.connect(database_url) as conn:
+        game_ids = {
+            str(trajectory_id) for (trajectory_id,) in conn.execute('SELECT "trajectoryId" FROM "trajectories"')
+        }
+    listed = {
+        trajectory_id
+        for line in printed.splitlines()
+        if line.strip().startswith("trajectoryIds:")
+        for trajectory_id in line.split(":", 1)[1].strip().split(", ")
+    }
+    # The lineage names the game's own trajectoryIds, the plugin logger's rows (no windowId) among them.
+    assert listed and listed <= game_ids
+    assert any(str(r["trajectoryId"]) in listed for r in plugin)
+    # Nothing the platform did changed a byte of the game's tables.
+    assert game_checksums(database_url) == before

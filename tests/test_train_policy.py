@@ -161,7 +161,8 @@ def test_babylon_lineage_prints_the_latest_checkpoint(
     assert main(["lineage", "--model", "policy"]) == 0
     printed = capsys.readouterr().out
     assert "checkpoint policy step 1 (torch)" in printed
-    assert f"window {result.windows_used[0]}: {AGENTS} trajectories, scores 0.00-1.00" in printed
+    assert f"window {result.windows_used[0]}: {AGENTS} trajectories, scores 0.00-1.00 (snapshot v1)" in printed
+    assert f"    trajectoryIds: {', '.join(sorted(result.steps[0].trajectory_ids))}" in printed
 
 
 def test_a_crash_between_saving_and_registering_leaves_nothing_registered(

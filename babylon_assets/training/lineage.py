@@ -14,9 +14,13 @@ class WindowLineage(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     window: str
+    # The version of the window's ingested snapshot that was trained on.
+    snapshot_version: int
     trajectories: int
     min_score: float
     max_score: float
+    # The game's trajectoryIds.
+    trajectory_ids: list[str]
 
 
 class CheckpointLineage(BaseModel):
@@ -60,8 +64,15 @@ def checkpoint_lineage(url: str, model_name: str, step: int | None = None) -> Ch
                 f"model {model_name!r} has no registered checkpoint{which}; train it with `babylon train`"
             )
         windows = conn.execute(
-            "SELECT window_id, count(*), min(score), max(score) FROM checkpoint_trajectories "
-            "WHERE checkpoint_id = %s GROUP BY window_id ORDER BY window_id",
+            """
+            SELECT t.window_id, s.version, count(*), min(t.score), max(t.score),
+                   array_agg(t.trajectory_id ORDER BY t.trajectory_id)
+            FROM checkpoint_trajectories AS t
+            JOIN checkpoint_windows AS w ON w.checkpoint_id = t.checkpoint_id AND w.window_id = t.window_id
+            JOIN window_snapshots AS s ON s.id = w.snapshot_id
+            WHERE t.checkpoint_id = %s
+            GROUP BY t.window_id, s.version ORDER BY t.window_id
+            """,
             (row[0],),
         ).fetchall()
     return CheckpointLineage(
@@ -79,8 +90,15 @@ def checkpoint_lineage(url: str, model_name: str, step: int | None = None) -> Ch
         wandb_run_id=row[11],
         wandb_artifact=row[12],
         windows=[
-            WindowLineage(window=window_key(window_id), trajectories=count, min_score=low, max_score=high)
-            for window_id, count, low, high in windows
+            WindowLineage(
+                window=window_key(window_id),
+                snapshot_version=version,
+                trajectories=count,
+                min_score=low,
+                max_score=high,
+                trajectory_ids=ids,
+            )
+            for window_id, version, count, low, high, ids in windows
         ],
     )
 
@@ -101,8 +119,10 @@ def render_lineage(lineage: CheckpointLineage) -> str:
         f"  eval margin:  {_number(lineage.eval_margin_before)} -> {_number(lineage.eval_margin_after)} (held out)",
         f"  W&B:          run {lineage.wandb_run_id or 'n/a'}, artifact {lineage.wandb_artifact or 'n/a'}",
     ]
-    lines.extend(
-        f"  window {w.window}: {w.trajectories} trajectories, scores {w.min_score:.2f}-{w.max_score:.2f}"
-        for w in lineage.windows
-    )
+    for w in lineage.windows:
+        lines.append(
+            f"  window {w.window}: {w.trajectories} trajectories, scores {w.min_score:.2f}-{w.max_score:.2f} "
+            f"(snapshot v{w.snapshot_version})"
+        )
+        lines.append(f"    trajectoryIds: {', '.join(w.trajectory_ids)}")
     return "\n".join(lines)
