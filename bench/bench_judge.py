@@ -28,9 +28,9 @@ from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
 from babylon_assets.judging.scoring import ScoringReport, score_windows
 from babylon_assets.trajectories.simulate import simulate
-from babylon_assets.trajectories.validation import validate_window
-from bench.scratch import scratch_database
+from bench.scratch import scratch_database, store_url
 from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
+from tests.trajectory_rows import ingest_and_validate
 
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -42,12 +42,6 @@ async def _timed(url: str, judge: Judge, window_ids: list[datetime]) -> tuple[fl
         return time.perf_counter() - started, report
 
 
-async def _validate(url: str, window_ids: list[datetime]) -> None:
-    async with await connect_async(url, autocommit=True) as conn:
-        for window_id in window_ids:
-            await validate_window(conn, window_id, min_actions=1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--windows", type=int, default=200)
@@ -56,10 +50,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once")
     args = parser.parse_args()
 
-    with scratch_database() as url:
-        simulate(url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW)
+    with scratch_database() as game_url:
+        simulate(game_url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW)
         window_ids = [FIRST_WINDOW + timedelta(hours=hour) for hour in range(args.windows)]
-        asyncio.run(_validate(url, window_ids))
+        url = store_url(game_url)
+        asyncio.run(ingest_and_validate(game_url, url, window_ids, min_actions=1))
 
         def slow_judge(request: JudgeRequest) -> Reply:
             return by_content(request).model_copy(update={"delay_seconds": args.latency})

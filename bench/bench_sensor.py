@@ -24,27 +24,34 @@ NEW_WINDOWS = 10
 TICKS = 15
 # Small but real step payloads, so the table has a realistic width next to its index.
 STEPS_JSON = "[" + ",".join(f'{{"stepNumber": {n}, "reward": 0.1}}' for n in range(6)) + "]"
+HOUR_KEY = 'YYYY-MM-DD"T"HH24:00'
 
 
 def insert_windows(url: str, first_hours_ago: int, last_hours_ago: int, now: datetime) -> None:
-    """AGENTS_PER_WINDOW trajectories in every window from `first_hours_ago` down to `last_hours_ago`."""
+    """AGENTS_PER_WINDOW game rows in every window from `first_hours_ago` down to `last_hours_ago`."""
     with psycopg.connect(url) as conn:
         conn.execute(
             """
-            INSERT INTO trajectories (trajectory_id, agent_id, window_id, episode_length, steps, created_at)
-            SELECT format('w%%s-a%%s', h, a), format('agent-%%s', a), %(top)s - make_interval(hours => h),
-                   6, %(steps)s::jsonb, %(top)s - make_interval(hours => h) + interval '1 hour'
+            INSERT INTO "trajectories" ("id", "trajectoryId", "agentId", "startTime", "endTime", "durationMs",
+                "windowId", "stepsJson", "rewardComponentsJson", "metricsJson", "metadataJson", "totalReward",
+                "episodeLength", "finalStatus", "createdAt", "updatedAt")
+            SELECT format('w%%s-a%%s', h, a), format('w%%s-a%%s', h, a), format('agent-%%s', a),
+                   %(top)s - make_interval(hours => h), %(top)s - make_interval(hours => h) + interval '50 minutes',
+                   3000000, to_char(%(top)s - make_interval(hours => h), %(key)s), %(steps)s, '{}', '{}', '{}',
+                   0.6, 6, 'completed', %(top)s - make_interval(hours => h) + interval '1 hour',
+                   %(top)s - make_interval(hours => h) + interval '1 hour'
             FROM generate_series(%(last)s::int, %(first)s::int) AS h, generate_series(1, %(agents)s::int) AS a
             """,
             {
-                "top": hour_floor(now),
+                "top": hour_floor(now).replace(tzinfo=None),
+                "key": HOUR_KEY,
                 "steps": STEPS_JSON,
                 "first": first_hours_ago,
                 "last": last_hours_ago,
                 "agents": AGENTS_PER_WINDOW,
             },
         )
-        conn.execute("ANALYZE trajectories")
+        conn.execute('ANALYZE "trajectories"')
 
 
 def time_ticks(instance: dg.DagsterInstance, cursor: str) -> tuple[float, int]:

@@ -11,7 +11,7 @@ import litellm
 import pytest
 from pydantic import SecretStr
 
-from babylon_assets.db.connection import AsyncConn, connect_async
+from babylon_assets.db.connection import DEFAULT_SCHEMA, AsyncConn, connect_async, store_conninfo
 from babylon_assets.judging.judge import JudgeFailedError
 from babylon_assets.judging.rubric import RUBRIC_VERSION
 from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
@@ -20,7 +20,6 @@ from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import Trajectory, window_key
 from babylon_assets.trajectories.reader import load_accepted
 from babylon_assets.trajectories.simulate import simulate
-from babylon_assets.trajectories.validation import validate_window
 from tests.judge_server import (
     JudgeRequest,
     JudgeServer,
@@ -30,6 +29,7 @@ from tests.judge_server import (
     content_score,
     scores_reply,
 )
+from tests.trajectory_rows import ingest_and_validate
 
 START = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
@@ -41,8 +41,8 @@ def server() -> Iterator[JudgeServer]:
 
 
 @pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[AsyncConn]:
-    async with await connect_async(database_url, autocommit=True) as connection:
+async def conn(store_url: str) -> AsyncIterator[AsyncConn]:
+    async with await connect_async(store_url, autocommit=True) as connection:
         yield connection
 
 
@@ -61,8 +61,7 @@ def ruler_judge(server: JudgeServer, **overrides: float | int | str | SecretStr)
 async def seeded_windows(database_url: str, conn: AsyncConn, *, windows: int = 1, agents: int = 5) -> list[datetime]:
     simulate(database_url, agents=agents, windows=windows, seed=7, start=START)
     ids = [START + timedelta(hours=hour) for hour in range(windows)]
-    for window_id in ids:
-        await validate_window(conn, window_id, min_actions=1)
+    await ingest_and_validate(database_url, store_conninfo(database_url, DEFAULT_SCHEMA), ids, min_actions=1)
     return ids
 
 
@@ -102,14 +101,19 @@ async def test_market_outcomes_reach_the_judge_prompt_but_never_the_trajectories
     database_url: str, conn: AsyncConn, server: JudgeServer
 ) -> None:
     [window_id] = await seeded_windows(database_url, conn)
-    cursor = await conn.execute("SELECT question FROM market_outcomes_prediction WHERE window_id = %s", (window_id,))
-    questions = [str(row[0]) for row in await cursor.fetchall()]
+    async with await connect_async(database_url) as game:
+        cursor = await game.execute(
+            'SELECT "question" FROM "market_outcomes" WHERE "windowId" = %s AND "predictionMarketId" IS NOT NULL',
+            (window_key(window_id),),
+        )
+        questions = [str(row[0]) for row in await cursor.fetchall()]
     assert questions
 
     await score_window(conn, ruler_judge(server, permutations=1), window_id)
 
     [request] = server.requests
     assert "<market_outcomes>" in request.system_prompt
+    assert "Source: the game's market_outcomes table." in request.system_prompt
     assert all(f"({question}): resolved" in request.system_prompt for question in questions)
     assert all("resolved" not in text and "market_outcomes" not in text for text in request.trajectories.values())
 

@@ -7,17 +7,16 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from babylon_assets.db.connection import connect_async
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.judging.assets import scored_groups, scored_groups_check
 from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.profile import Profile
 from babylon_assets.trajectories.models import window_key
 from babylon_assets.trajectories.simulate import simulate
-from babylon_assets.trajectories.validation import validate_window
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource, judge_resource_for
 from tests.judge_server import JudgeServer
+from tests.trajectory_rows import ingest_and_validate
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 SECRET = "sk-test-never-shown-0123456789"
@@ -79,18 +78,17 @@ def test_a_judge_model_without_a_provider_is_refused() -> None:
         JudgeResource(kind="ruler").build_judge()
 
 
-async def _seed(database_url: str) -> None:
+async def _seed(database_url: str, store_url: str) -> None:
     simulate(database_url, agents=6, windows=1, seed=5, start=WINDOW)
-    async with await connect_async(database_url, autocommit=True) as conn:
-        await validate_window(conn, WINDOW, min_actions=1)
+    await ingest_and_validate(database_url, store_url, [WINDOW], min_actions=1)
 
 
 @pytest.mark.parametrize("profile", ["local", "production"])
 def test_the_asset_scores_its_window_reports_metadata_and_passes_its_check(
-    database_url: str, judge_env: pytest.MonkeyPatch, profile: Profile
+    database_url: str, store_url: str, judge_env: pytest.MonkeyPatch, profile: Profile
 ) -> None:
     judge_env.setenv("DATABASE_URL", database_url)
-    asyncio.run(_seed(database_url))  # sync test: Dagster runs the async asset on a loop of its own
+    asyncio.run(_seed(database_url, store_url))  # sync test: Dagster runs the async asset on a loop of its own
     key = window_key(WINDOW)
     with JudgeServer() as server, dg.instance_for_test() as instance:
         # Production's RULER judge, pointed at the local judge through the environment.

@@ -203,7 +203,7 @@ async def test_two_validations_of_one_window_at_once_both_succeed(
         async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as own:
             return len((await validate_window(own, WINDOW, min_actions=5)).accepted)
 
-    assert await asyncio.gather(validate(), validate()) == [5, 5]
+    assert list(await asyncio.gather(validate(), validate())) == [5, 5]
 
 
 async def test_window_stats_and_market_outcomes(database_url: str, store_url: str, conn: AsyncConn) -> None:

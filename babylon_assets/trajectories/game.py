@@ -133,12 +133,15 @@ async def stream_window_rows(conn: AsyncConn, window_id: datetime) -> AsyncItera
         await cur.execute(
             sql.SQL(
                 """
-                SELECT t."id", t."trajectoryId", t."agentId", {recorded}::text,
-                       encode(sha256(convert_to({recorded}::text, 'UTF8')), 'hex'),
-                       greatest(t."createdAt", t."updatedAt")
-                FROM "trajectories" t
-                WHERE {in_window}
-                ORDER BY t."id"
+                SELECT r."id", r."trajectoryId", r."agentId", r.recorded,
+                       encode(sha256(convert_to(r.recorded, 'UTF8')), 'hex'), r.written
+                FROM (
+                    SELECT t."id", t."trajectoryId", t."agentId", {recorded}::text AS recorded,
+                           greatest(t."createdAt", t."updatedAt") AS written
+                    FROM "trajectories" t
+                    WHERE {in_window}
+                ) r
+                ORDER BY r."id"
                 """
             ).format(recorded=_RECORDED, in_window=_IN_WINDOW),
             _window_params(window_id),

@@ -19,6 +19,7 @@ from pydantic import (
     Json,
     JsonValue,
     NonNegativeInt,
+    SkipValidation,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -265,7 +266,8 @@ class Trajectory(BaseModel):
     window_id: WindowId
     # The ingested snapshot holding this row; None when validated straight from the game (babylon verify).
     snapshot_id: int | None
-    row: RecordedTrajectory
+    # Validated when it was parsed; pydantic would otherwise run its model validator again here.
+    row: Annotated[RecordedTrajectory, SkipValidation]
 
     @property
     def source_id(self) -> str:
