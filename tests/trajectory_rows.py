@@ -13,7 +13,8 @@ import psycopg
 from psycopg import sql
 from pydantic import JsonValue, TypeAdapter
 
-from babylon_assets.trajectories.models import RecordedTrajectory, Step, Trajectory, window_key
+from babylon_assets.trajectories.models import Step, Trajectory, window_key
+from babylon_assets.trajectories.reader import parse_recorded
 
 FIXTURES = Path(__file__).parent / "fixtures"
 StepShape = Literal["recorder", "plugin"]
@@ -131,6 +132,6 @@ def trajectory_from_steps(window_id: datetime, trajectory_id: str, steps: list[S
     }
     recorded = {key: value.isoformat(timespec="milliseconds") if isinstance(value, datetime) else value
                 for key, value in columns.items()}  # fmt: skip
-    return Trajectory(
-        window_id=window_id, snapshot_id=None, row=RecordedTrajectory.model_validate_json(json.dumps(recorded))
-    )
+    parsed = parse_recorded(json.dumps(recorded))
+    assert not isinstance(parsed, str), parsed
+    return Trajectory(window_id=window_id, snapshot_id=None, row=parsed)

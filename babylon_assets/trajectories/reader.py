@@ -43,15 +43,15 @@ _MAX_REASON_ERRORS = 3
 _STEPS = TypeAdapter(list[Step])
 
 
-def _path(loc: Sequence[int | str]) -> str:
-    path = ""
+def _path(loc: Sequence[int | str], prefix: str = "") -> str:
+    path = prefix
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
 
 
-def _describe(error: ErrorDetails) -> str:
-    kind, value, path = error["type"], error["input"], _path(error["loc"])
+def _describe(error: ErrorDetails, prefix: str) -> str:
+    kind, value, path = error["type"], error["input"], _path(error["loc"], prefix)
     message = error["msg"].removeprefix("Value error, ")
     if kind == "missing":
         return f"{path} is missing"
@@ -68,21 +68,30 @@ def _describe(error: ErrorDetails) -> str:
     return f"{path}: {message} (got {shown})"
 
 
-def _reason(error: ValidationError) -> str:
+def _reason(error: ValidationError, prefix: str = "") -> str:
     details = error.errors(include_url=False)
-    parts = [_describe(detail) for detail in details[:_MAX_REASON_ERRORS]]
+    parts = [_describe(detail, prefix) for detail in details[:_MAX_REASON_ERRORS]]
     more = len(details) - _MAX_REASON_ERRORS
     return "; ".join(parts) + (f"; and {more} more error(s)" if more > 0 else "")
 
 
-def _parse(row: RecordedRow) -> RecordedTrajectory | str:
-    """The parsed row, or the reason it cannot be used."""
-    if len(row.recorded) > MAX_ROW_BYTES:  # characters, a lower bound on bytes: good enough for a guard
-        return f"row JSON is {len(row.recorded):,} characters, over the {MAX_ROW_BYTES:,} limit (MAX_ROW_BYTES)"
+def parse_recorded(recorded: str) -> RecordedTrajectory | str:
+    """A game row's JSON parsed (its columns, then its steps) and checked against the recorder's own
+    invariants; or the reason it cannot be used."""
+    if len(recorded) > MAX_ROW_BYTES:  # characters, a lower bound on bytes: good enough for a guard
+        return f"row JSON is {len(recorded):,} characters, over the {MAX_ROW_BYTES:,} limit (MAX_ROW_BYTES)"
     try:
-        return RecordedTrajectory.model_validate_json(row.recorded)
+        columns = RecordedTrajectory.model_validate_json(recorded)
     except ValidationError as error:
         return _reason(error)
+    try:
+        steps = _STEPS.validate_json(columns.steps_json)
+    except ValidationError as error:
+        return _reason(error, prefix="stepsJson")
+    if not steps:
+        return "stepsJson: List should have at least 1 item: the episode recorded no steps"
+    trajectory = columns.model_copy(update={"steps": steps})
+    return trajectory.inconsistency() or trajectory
 
 
 def _steps_fingerprint(steps: list[Step]) -> str:
@@ -116,7 +125,7 @@ def validate_rows(
 
     valid: list[tuple[RecordedRow, RecordedTrajectory]] = []
     for row in rows:
-        parsed = _parse(row)
+        parsed = parse_recorded(row.recorded)
         if isinstance(parsed, str):
             reject(row, parsed)
         elif not parsed.is_training_data:
