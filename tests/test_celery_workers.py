@@ -1,0 +1,255 @@
+"""Windows of one backfill on two real Celery workers (`babylon worker`), launched by the real Dagster daemon
+through the CeleryRunLauncher the generated dagster.yaml names; RabbitMQ on 127.0.0.1:5672, Redis on 6379.
+
+One scenario: both workers run a window at the same time; one is killed mid-window; its window is retried
+on the other; every window ends scored exactly as an in-process materialization scores it.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from dagster._core.execution.backfill import PartitionBackfill
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG
+from psycopg import sql
+
+from babylon_assets.db.connection import with_database
+from babylon_assets.jobs import WINDOW_ASSETS
+from babylon_assets.judging.assets import scored_groups
+from babylon_assets.partitions import WINDOW_PARTITIONS
+from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
+from babylon_assets.trajectories.simulate import simulate
+from babylon_assets.workers import WINDOWS_QUEUE, CelerySettings, check_broker
+from resources.database import DatabaseResource
+from resources.judge import JudgeResource
+from tests.dagster_instance import FIRST_WINDOW, drop_dagster_database
+from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
+
+ROOT = Path(__file__).resolve().parents[1]
+BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
+BACKEND = "redis://127.0.0.1:6379/13"
+WINDOWS = 4
+# Long enough to kill a worker while its window waits on the judge; RULER asks twice per window.
+JUDGE_SECONDS = 1.5
+DEADLINE_SECONDS = 150
+
+
+def require_brokers() -> CelerySettings:
+    settings = CelerySettings(broker=BROKER, backend=BACKEND)
+    try:
+        check_broker(settings)
+        check_broker(CelerySettings(broker=BACKEND, backend=BACKEND))
+    except Exception as error:
+        pytest.fail(
+            f"the Celery tests need RabbitMQ on 127.0.0.1:5672 (guest/guest) and Redis on 127.0.0.1:6379: {error}",
+            pytrace=False,
+        )
+    return settings
+
+
+def purge_queue() -> None:
+    """Tasks left in the shared broker by an earlier, interrupted run would reach this test's workers."""
+    from kombu.connection import Connection
+
+    with Connection(BROKER) as connection:  # type: ignore[no-untyped-call]
+        # Deleted, not purged: the workers declare it again with their own arguments (x-max-priority).
+        connection.channel().queue_delete(WINDOWS_QUEUE)
+
+
+def new_database(admin_url: str, template: str) -> str:
+    name = f"babylon_celery_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+    return with_database(admin_url, name)
+
+
+def drop_database(url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+
+
+def scores(url: str) -> list[tuple[int, str, float]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT trajectory_id, window_id::text, score FROM trajectory_scores ORDER BY trajectory_id"
+        ).fetchall()
+    return [(int(row[0]), str(row[1]), float(row[2])) for row in rows]
+
+
+def pool_children(worker: subprocess.Popen[bytes]) -> set[int]:
+    """The prefork pool's processes of a worker (the run's "Started process for run (pid: N)")."""
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        message = record.user_message
+        if message.startswith("Started process for run (pid: "):
+            return int(message.removeprefix("Started process for run (pid: ").rstrip(")."))
+    return None
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def slow_judge() -> Iterator[JudgeServer]:
+    def answer(request: JudgeRequest) -> Reply:
+        return by_content(request).model_copy(update={"delay_seconds": JUDGE_SECONDS})
+
+    with JudgeServer(answer) as server:
+        yield server
+
+
+def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_the_other(
+    admin_url: str,
+    migrated_template: str,
+    slow_judge: JudgeServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = require_brokers()
+    purge_queue()
+    url = new_database(admin_url, migrated_template)
+    baseline_url = new_database(admin_url, migrated_template)
+    keys = simulate(url, agents=5, windows=WINDOWS, seed=11, start=FIRST_WINDOW).windows
+    simulate(baseline_url, agents=5, windows=WINDOWS, seed=11, start=FIRST_WINDOW)
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BABYLON_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "home" / "dagster_home"),
+        "DATABASE_URL": url,
+        "BABYLON_PROFILE": "local",
+        "BABYLON_CELERY_BROKER": settings.broker,
+        "BABYLON_CELERY_BACKEND": settings.backend,
+        "BABYLON_JUDGE": "ruler",
+        "BABYLON_JUDGE_API_BASE": slow_judge.api_base,
+        "BABYLON_JUDGE_API_KEY": "test-key",
+    }
+    for name in ("BABYLON_HOME", "DATABASE_URL", "BABYLON_CELERY_BROKER", "BABYLON_CELERY_BACKEND"):
+        monkeypatch.setenv(name, environment[name])
+    babylon = str(Path(sys.executable).with_name("babylon"))
+
+    def start(command: list[str], log: str) -> subprocess.Popen[bytes]:
+        with open(tmp_path / log, "wb") as out:
+            return subprocess.Popen(
+                command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    first = start([babylon, "worker", "--queue", "windows"], "worker-a.log")
+    second = start([babylon, "worker", "--queue", "windows"], "worker-b.log")
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        # The workers prepare the instance (dagster.yaml, its database) from the same environment.
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        for worker, log in ((first, "worker-a.log"), (second, "worker-b.log")):
+            while "serves queue" not in (tmp_path / log).read_text():
+                assert worker.poll() is None, (tmp_path / log).read_text()
+                assert time.monotonic() < deadline, f"the worker never started: {(tmp_path / log).read_text()}"
+                time.sleep(0.5)
+        monkeypatch.setenv("DAGSTER_HOME", environment["DAGSTER_HOME"])
+        daemon = start(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"], "daemon.log"
+        )
+        from babylon_assets.definitions import defs
+
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions(WINDOW_PARTITIONS, keys)
+            backfill_id = uuid.uuid4().hex[:8]
+            instance.add_backfill(
+                PartitionBackfill.from_asset_partitions(
+                    backfill_id=backfill_id,
+                    asset_graph=defs.resolve_asset_graph(),
+                    partition_names=keys,
+                    asset_selection=[dg.AssetKey(name) for name in WINDOW_ASSETS],
+                    backfill_timestamp=time.time(),
+                    tags={},
+                    dynamic_partitions_store=instance,
+                    all_partitions=False,
+                    title=None,
+                    description=None,
+                    run_config=None,
+                )
+            )
+
+            def started_pids() -> dict[str, int]:
+                runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                pids = {run.run_id: run_pid(instance, run.run_id) for run in runs}
+                return {run_id: pid for run_id, pid in pids.items() if pid is not None}
+
+            # Both workers busy with a window each, at the same time.
+            pools = {"a": pool_children(first), "b": pool_children(second)}
+            busy: dict[str, int] = {}
+            while {pid for pid in busy.values()} & pools["a"] == set() or not (
+                {pid for pid in busy.values()} & pools["b"]
+            ):
+                for name, worker, log in (
+                    ("worker a", first, "worker-a.log"),
+                    ("worker b", second, "worker-b.log"),
+                    ("the daemon", daemon, "daemon.log"),
+                ):
+                    assert worker.poll() is None, f"{name} exited: {(tmp_path / f'{log}').read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"the workers never ran two windows at once: {busy}"
+                busy = started_pids()
+                pools = {"a": pool_children(first), "b": pool_children(second)}
+                time.sleep(0.3)
+            killed_run = next(run_id for run_id, pid in busy.items() if pid in pools["a"])
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+
+            def scored() -> set[str]:
+                return instance.get_materialized_partitions(dg.AssetKey("scored_groups"))
+
+            while scored() != set(keys):
+                assert second.poll() is None, (tmp_path / "worker-b.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, (
+                    f"only {sorted(scored())} of {keys} were scored; daemon log: "
+                    f"{(tmp_path / 'daemon.log').read_text()[-3000:]}"
+                )
+                time.sleep(0.5)
+
+            killed = instance.get_run_by_id(killed_run)
+            assert killed is not None and killed.status == dg.DagsterRunStatus.FAILURE
+            retries = instance.get_runs(dg.RunsFilter(tags={PARENT_RUN_ID_TAG: killed_run}))
+            assert [retry.status for retry in retries] == [dg.DagsterRunStatus.SUCCESS]
+            assert run_pid(instance, retries[0].run_id) in pool_children(second)
+            assert all(run.tags.get("dagster/backfill") == backfill_id for run in [killed, *retries])
+
+        # The same windows scored in this process, by the same judge, on a copy of the data.
+        judge = JudgeResource(kind="ruler", api_base=slow_judge.api_base, api_key="test-key")
+        monkeypatch.setenv("DATABASE_URL", baseline_url)
+        for key in keys:
+            result = dg.materialize(
+                [raw_trajectories, validated_windows, scored_groups],
+                partition_key=key,
+                resources={"database": DatabaseResource(), "judge": judge},
+                instance=dg.DagsterInstance.ephemeral(),
+            )
+            assert result.success
+        assert scores(url) == scores(baseline_url)
+        assert len(scores(url)) == WINDOWS * 5
+    finally:
+        for process in (daemon, first, second):
+            if process is not None:
+                stop(process)
+        drop_dagster_database(url)
+        drop_database(url)
+        drop_database(baseline_url)
