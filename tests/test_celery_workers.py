@@ -8,7 +8,6 @@ on the other; every window ends scored exactly as an in-process materialization 
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,52 +16,40 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
-from dagster._core.execution.backfill import PartitionBackfill
-from dagster._core.storage.tags import PARENT_RUN_ID_TAG
+from dagster._core.storage.tags import BACKFILL_ID_TAG, PARENT_RUN_ID_TAG
 from psycopg import sql
 
 from babylon_assets.db.connection import with_database
-from babylon_assets.jobs import WINDOW_ASSETS
+from babylon_assets.errors import ConfigurationError
 from babylon_assets.judging.assets import scored_groups
-from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
 from babylon_assets.trajectories.simulate import simulate
-from babylon_assets.workers import WINDOWS_QUEUE, CelerySettings, check_broker
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource
+from tests.celery_cluster import (
+    ROOT,
+    delete_windows_queue,
+    launch_window_backfill,
+    require_brokers,
+    start_daemon,
+    start_worker,
+    stop,
+    wait_until_serving,
+)
 from tests.dagster_instance import FIRST_WINDOW, drop_dagster_database
 from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
 
-ROOT = Path(__file__).resolve().parents[1]
-BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
-BACKEND = "redis://127.0.0.1:6379/13"
 WINDOWS = 4
 # Long enough to kill a worker while its window waits on the judge; RULER asks twice per window.
 JUDGE_SECONDS = 1.5
 # Four Python processes import the whole code (about 12 s of CPU each) before the first window runs.
 DEADLINE_SECONDS = 300
-
-
-def require_brokers() -> CelerySettings:
-    settings = CelerySettings(broker=BROKER, backend=BACKEND)
-    try:
-        check_broker(settings)
-        check_broker(CelerySettings(broker=BACKEND, backend=BACKEND))
-    except Exception as error:
-        pytest.fail(
-            f"the Celery tests need RabbitMQ on 127.0.0.1:5672 (guest/guest) and Redis on 127.0.0.1:6379: {error}",
-            pytrace=False,
-        )
-    return settings
-
-
-def purge_queue() -> None:
-    """Tasks left in the shared broker by an earlier, interrupted run would reach this test's workers."""
-    from kombu.connection import Connection
-
-    with Connection(BROKER) as connection:  # type: ignore[no-untyped-call]
-        # Deleted, not purged: the workers declare it again with their own arguments (x-max-priority).
-        connection.channel().queue_delete(WINDOWS_QUEUE)
+IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def new_database(admin_url: str, template: str) -> str:
@@ -101,16 +88,6 @@ def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     return None
 
 
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @pytest.fixture
 def slow_judge() -> Iterator[JudgeServer]:
     def answer(request: JudgeRequest) -> Reply:
@@ -127,8 +104,11 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = require_brokers()
-    purge_queue()
+    try:
+        settings = require_brokers()
+    except ConfigurationError as error:
+        pytest.fail(f"the Celery test needs RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379: {error}")
+    delete_windows_queue()
     url = new_database(admin_url, migrated_template)
     baseline_url = new_database(admin_url, migrated_template)
     keys = simulate(url, agents=5, windows=WINDOWS, seed=11, start=FIRST_WINDOW).windows
@@ -149,49 +129,18 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
     }
     for name in ("BABYLON_HOME", "DATABASE_URL", "BABYLON_CELERY_BROKER", "BABYLON_CELERY_BACKEND"):
         monkeypatch.setenv(name, environment[name])
-    babylon = str(Path(sys.executable).with_name("babylon"))
-
-    def start(command: list[str], log: str) -> subprocess.Popen[bytes]:
-        with open(tmp_path / log, "wb") as out:
-            return subprocess.Popen(
-                command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    first = start([babylon, "worker", "--queue", "windows"], "worker-a.log")
-    second = start([babylon, "worker", "--queue", "windows"], "worker-b.log")
+    first = start_worker(environment, tmp_path / "worker-a.log")
+    second = start_worker(environment, tmp_path / "worker-b.log")
     daemon: subprocess.Popen[bytes] | None = None
     try:
         # The workers prepare the instance (dagster.yaml, its database) from the same environment.
         deadline = time.monotonic() + DEADLINE_SECONDS
         for worker, log in ((first, "worker-a.log"), (second, "worker-b.log")):
-            while "serves queue" not in (tmp_path / log).read_text():
-                assert worker.poll() is None, (tmp_path / log).read_text()
-                assert time.monotonic() < deadline, f"the worker never started: {(tmp_path / log).read_text()}"
-                time.sleep(0.5)
+            wait_until_serving(worker, tmp_path / log, deadline)
         monkeypatch.setenv("DAGSTER_HOME", environment["DAGSTER_HOME"])
-        daemon = start(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"], "daemon.log"
-        )
-        from babylon_assets.definitions import defs
-
+        daemon = start_daemon(environment, tmp_path / "daemon.log")
         with dg.DagsterInstance.get() as instance:
-            instance.add_dynamic_partitions(WINDOW_PARTITIONS, keys)
-            backfill_id = uuid.uuid4().hex[:8]
-            instance.add_backfill(
-                PartitionBackfill.from_asset_partitions(
-                    backfill_id=backfill_id,
-                    asset_graph=defs.resolve_asset_graph(),
-                    partition_names=keys,
-                    asset_selection=[dg.AssetKey(name) for name in WINDOW_ASSETS],
-                    backfill_timestamp=time.time(),
-                    tags={},
-                    dynamic_partitions_store=instance,
-                    all_partitions=False,
-                    title=None,
-                    description=None,
-                    run_config=None,
-                )
-            )
+            backfill_id = launch_window_backfill(instance, keys)
 
             def started_pids() -> dict[str, int]:
                 runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
@@ -215,13 +164,16 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
                 pools = {"a": pool_children(first), "b": pool_children(second)}
                 time.sleep(0.3)
             killed_run = next(run_id for run_id, pid in busy.items() if pid in pools["a"])
-            os.killpg(first.pid, signal.SIGKILL)
+            os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool, mid-window
             first.wait()
 
             def scored() -> set[str]:
                 return instance.get_materialized_partitions(dg.AssetKey("scored_groups"))
 
-            while scored() != set(keys):
+            def in_flight() -> int:
+                return len(instance.get_run_ids(dg.RunsFilter(statuses=IN_FLIGHT)))
+
+            while scored() != set(keys) or in_flight():
                 assert second.poll() is None, (tmp_path / "worker-b.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, (
                     f"only {sorted(scored())} of {keys} were scored; daemon log: "
@@ -234,7 +186,7 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
             retries = instance.get_runs(dg.RunsFilter(tags={PARENT_RUN_ID_TAG: killed_run}))
             assert [retry.status for retry in retries] == [dg.DagsterRunStatus.SUCCESS]
             assert run_pid(instance, retries[0].run_id) in pool_children(second)
-            assert all(run.tags.get("dagster/backfill") == backfill_id for run in [killed, *retries])
+            assert all(run.tags.get(BACKFILL_ID_TAG) == backfill_id for run in [killed, *retries])
 
         # The same windows scored in this process, by the same judge, on a copy of the data.
         judge = JudgeResource(kind="ruler", api_base=slow_judge.api_base, api_key="test-key")

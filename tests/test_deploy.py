@@ -6,7 +6,6 @@ so `helm template` does not run: the test renders the instance sections the char
 validates them with Dagster's own instance schema and dagster-k8s' K8sRunLauncher schema.
 """
 
-import json
 import tomllib
 from pathlib import Path
 
@@ -79,7 +78,7 @@ def test_the_run_launcher_config_passes_dagster_k8s_schema(monkeypatch: pytest.M
     monkeypatch.setenv("DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP", "babylon-pipeline-env")
     launcher = rendered_instance()["run_launcher"]
     assert isinstance(launcher, dict)
-    result = process_config(K8sRunLauncher.config_type(), launcher["config"])
+    result = process_config(K8sRunLauncher.config_type(), launcher["config"])  # type: ignore[no-untyped-call]
     assert result.success, result.errors
     assert result.value is not None and result.value["env_secrets"] == ["babylon-env"]
 
@@ -97,8 +96,9 @@ def test_the_charts_limits_are_the_generated_instances() -> None:
 
 
 def test_training_runs_ask_kubernetes_for_a_gpu_node() -> None:
-    tag = training_job.tags[K8S_CONFIG_TAG]
-    config = get_user_defined_k8s_config({K8S_CONFIG_TAG: tag if isinstance(tag, str) else json.dumps(tag)})
+    tags = training_job.tags
+    assert tags is not None
+    config = get_user_defined_k8s_config({K8S_CONFIG_TAG: tags[K8S_CONFIG_TAG]})
     assert config.container_config["resources"]["limits"] == {"nvidia.com/gpu": "1"}
     assert config.pod_spec_config["node_selector"] == {"nvidia.com/gpu.present": "true"}
     assert config.pod_spec_config["tolerations"][0]["key"] == "nvidia.com/gpu"
