@@ -138,9 +138,16 @@ def run_worker(queue: Queue, concurrency: int) -> int:
     check_broker(settings)
     home = prepare_instance(url)
     os.environ.update(instance_environment(url, home))
-    # Loading the code now fails a misconfigured worker at start (profile, judge, trainer requirements),
-    # and the pool's processes, forked afterwards, start every run with it already imported.
+    # Loading the code now fails a misconfigured worker at start (profile, judge, trainer choice), and the
+    # pool's processes, forked afterwards, start every run with it already imported.
     import babylon_assets.definitions  # noqa: F401
+
+    if queue == TRAINING_QUEUE:
+        from babylon_assets.profile import active_profile
+        from resources.trainer import trainer_resource_for
+
+        # A GPU, ART's extra or a key that is missing stops the worker now, not its first training run.
+        trainer_resource_for(active_profile()).check_requirements()
 
     app = make_app(  # type: ignore[no-untyped-call]
         {
