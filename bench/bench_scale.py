@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from babylon_assets.instance import instance_environment
 from babylon_assets.judging.assets import scored_groups
+from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
 from babylon_assets.trajectories.simulate import simulate
 from bench.scratch import scratch_database
@@ -49,6 +50,7 @@ JUDGE_KEY = "bench"
 def in_process(url: str, keys: list[str], judge: JudgeResource) -> float:
     os.environ["DATABASE_URL"] = url
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(WINDOW_PARTITIONS, keys)
     started = time.perf_counter()
     for key in keys:
         result = dg.materialize(

@@ -22,6 +22,7 @@ from psycopg import sql
 from babylon_assets.db.connection import with_database
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.judging.assets import scored_groups
+from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
 from babylon_assets.trajectories.simulate import simulate
 from resources.database import DatabaseResource
@@ -191,12 +192,14 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
         # The same windows scored in this process, by the same judge, on a copy of the data.
         judge = JudgeResource(kind="ruler", api_base=slow_judge.api_base, api_key="test-key")
         monkeypatch.setenv("DATABASE_URL", baseline_url)
+        baseline_instance = dg.DagsterInstance.ephemeral()
+        baseline_instance.add_dynamic_partitions(WINDOW_PARTITIONS, keys)
         for key in keys:
             result = dg.materialize(
                 [raw_trajectories, validated_windows, scored_groups],
                 partition_key=key,
                 resources={"database": DatabaseResource(), "judge": judge},
-                instance=dg.DagsterInstance.ephemeral(),
+                instance=baseline_instance,
             )
             assert result.success
         assert scores(url) == scores(baseline_url)
