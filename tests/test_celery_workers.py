@@ -66,12 +66,12 @@ def drop_database(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
 
 
-def scores(url: str) -> list[tuple[int, str, float]]:
+def scores(url: str) -> list[tuple[str, str, float]]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT trajectory_id, window_id::text, score FROM trajectory_scores ORDER BY trajectory_id"
         ).fetchall()
-    return [(int(row[0]), str(row[1]), float(row[2])) for row in rows]
+    return [(str(row[0]), str(row[1]), float(row[2])) for row in rows]
 
 
 def pool_children(worker: subprocess.Popen[bytes]) -> set[int]:
