@@ -80,6 +80,12 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     return run_dev_server(args.port)
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from babylon_assets.workers import run_worker
+
+    return run_worker(args.queue, args.concurrency)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from babylon_assets.train_run import render_report, train
     from babylon_assets.training.config import TrainingConfig
@@ -189,6 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--port", type=_positive, default=3000, help="web UI port (default 3000)")
     dev.set_defaults(handler=_cmd_dev)
+
+    worker = commands.add_parser(
+        "worker",
+        parents=[debug],
+        help="run a Celery worker that executes the instance's runs of one queue (needs BABYLON_CELERY_BROKER)",
+    )
+    worker.add_argument(
+        "--queue",
+        choices=["windows", "training"],
+        default="windows",
+        help="windows: ingest, validate, judge; training: training_job, e.g. on a GPU machine (default windows)",
+    )
+    worker.add_argument("--concurrency", type=_positive, default=1, help="runs at once, one process each (default 1)")
+    worker.set_defaults(handler=_cmd_worker)
 
     train = commands.add_parser(
         "train",

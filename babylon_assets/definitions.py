@@ -24,6 +24,9 @@ defs = dg.Definitions(
     asset_checks=[scored_groups_check],
     jobs=[window_chain_job, training_job],
     sensors=[fresh_windows_sensor, training_sensor],
+    # Also for the implicit asset job that backfills and the UI launch: every selection here is a chain,
+    # and a Celery worker's pool process may not fork step processes (multiprocess executor) at all.
+    executor=dg.in_process_executor,
     resources={
         "database": DatabaseResource(),
         "judge": judge_resource_for(profile),

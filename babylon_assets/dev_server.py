@@ -22,6 +22,7 @@ from babylon_assets.db.connection import (
 from babylon_assets.db.migrate import apply_migrations
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.instance import instance_environment, prepare_instance
+from babylon_assets.workers import celery_settings, check_broker
 
 HOST = "127.0.0.1"
 SHUTDOWN_GRACE_SECONDS = 30
@@ -68,6 +69,9 @@ def run_dev_server(port: int) -> int:
     require_free_port(port)
     url = resolve_database_url()
     apply_migrations(resolve_store_url(url), platform_schema())
+    celery = celery_settings()
+    if celery is not None:
+        check_broker(celery)
     home = prepare_instance(resolve_store_base_url(url))
     environment = {**os.environ, **instance_environment(url)}
     dagster = Path(sys.executable).with_name("dagster")
@@ -80,6 +84,8 @@ def run_dev_server(port: int) -> int:
     process = subprocess.Popen(command, env=environment, start_new_session=True)
     print(f"babylon dev: Dagster UI at http://{HOST}:{port}  (Ctrl-C stops it)")
     print(f"babylon dev: DAGSTER_HOME={home}, game data in {redact_url(url)}")
+    if celery is not None:
+        print(f"babylon dev: runs execute on Celery workers ({celery.describe()}); start them with `babylon worker`")
     try:
         return process.wait()
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ live in PostgreSQL, on the same server as the data but in a database of their ow
 environment. The password never enters the yaml: it is an `{env: ...}` reference.
 """
 
+import os
 from pathlib import Path
 
 import psycopg
@@ -22,6 +23,7 @@ DAGSTER_PASSWORD_ENV = "BABYLON_DAGSTER_PG_PASSWORD"
 TRAINING_WORKLOAD_TAG = "workload"
 TRAINING_WORKLOAD = "training"
 MAX_CONCURRENT_RUNS = 4
+MAX_CONCURRENT_RUNS_ENV = "BABYLON_MAX_CONCURRENT_RUNS"
 
 YamlValue = str | int | bool | list["YamlValue"] | dict[str, "YamlValue"]
 
@@ -92,8 +94,21 @@ def storage_target(url: str) -> DagsterStorageTarget:
     )
 
 
+def max_concurrent_runs() -> int:
+    """BABYLON_MAX_CONCURRENT_RUNS, or 4; on Celery workers, set it to the workers' processes in total."""
+    raw = os.environ.get(MAX_CONCURRENT_RUNS_ENV, "").strip()
+    if not raw:
+        return MAX_CONCURRENT_RUNS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigurationError(f"{MAX_CONCURRENT_RUNS_ENV}={raw!r} is not a whole number of at least 1")
+    return int(raw)
+
+
 def instance_config(url: str) -> dict[str, YamlValue]:
-    """The content of dagster.yaml for the data database `url`."""
+    """The content of dagster.yaml for the data database `url`; with BABYLON_CELERY_BROKER set, runs go to
+    Celery workers (see workers.py)."""
+    from babylon_assets.workers import celery_settings, run_launcher_config
+
     return {
         "storage": {"postgres": {"postgres_db": storage_target(url).postgres_db()}},
         # The queue the daemon works through; its limits live under `concurrency` below.
@@ -102,7 +117,7 @@ def instance_config(url: str) -> dict[str, YamlValue]:
             "runs": {
                 # Each run is a process with the whole import tree (torch included); a first sensor tick
                 # may request a week of windows, which then wait in the queue instead of thrashing.
-                "max_concurrent_runs": MAX_CONCURRENT_RUNS,
+                "max_concurrent_runs": max_concurrent_runs(),
                 # Training runs hold the whole machine: one at a time, the rest wait in the queue.
                 "tag_concurrency_limits": [
                     {"key": TRAINING_WORKLOAD_TAG, "value": TRAINING_WORKLOAD, "limit": 1},
@@ -113,6 +128,7 @@ def instance_config(url: str) -> dict[str, YamlValue]:
             "pools": {"default_limit": 1},
         },
         "telemetry": {"enabled": False},
+        **(run_launcher_config() if celery_settings() is not None else {}),
     }
 
 
@@ -122,7 +138,11 @@ def ensure_dagster_database(url: str) -> None:
     with connect(url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                # Another process (a second `babylon worker` starting) created it in between: it exists.
+                pass
 
 
 def instance_environment(game_url: str, home: Path | None = None) -> dict[str, str]:

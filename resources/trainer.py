@@ -62,6 +62,16 @@ class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
     def policy(self) -> PolicySpec:
         return PolicySpec(name=self.model_name, base_model=self.base_model, project=self.project, backend=self.backend)
 
+    def check_requirements(self) -> None:
+        """What build() checks (GPU, ART's extra, API key), without loading a model: for a worker's start."""
+        if self.backend == "torch":
+            from babylon_assets.training.torch_backend import require_device
+
+            require_device(self.device)
+            return
+        # The ART backends check everything in their constructors and load nothing before resume().
+        self.build().close()
+
     def build(self) -> TrainerBackend:
         """The configured backend, after checking its requirements (GPU, extra, API key)."""
         if self.backend == "torch":

@@ -6,7 +6,7 @@ import pytest
 
 from babylon_assets.cli import build_parser, main
 
-COMMANDS = ["migrate", "simulate", "verify", "dev", "train", "lineage"]
+COMMANDS = ["migrate", "simulate", "verify", "dev", "worker", "train", "lineage"]
 
 
 def test_every_subcommand_is_listed() -> None:

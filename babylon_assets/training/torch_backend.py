@@ -61,17 +61,22 @@ def checkpoint_folder(checkpoint_root: Path, model_name: str, step: int) -> Path
     return checkpoint_root / model_name / f"step-{step}"
 
 
+def require_device(device: str) -> None:
+    """The torch trainer's device exists here: for 'cuda', a GPU torch can use."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(
+            "trainer device 'cuda' was requested but torch sees no CUDA GPU; set device='cpu' "
+            "(BABYLON_TRAINER_DEVICE=cpu) or run on a machine with an NVIDIA GPU"
+        )
+
+
 class TorchTrainer:
     def __init__(
         self, policy: PolicySpec, settings: TorchSettings, *, checkpoint_root: Path, models_root: Path
     ) -> None:
         if policy.backend != "torch":
             raise ConfigurationError(f"TorchTrainer got a policy for backend {policy.backend!r}")
-        if settings.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigurationError(
-                "trainer device 'cuda' was requested but torch sees no CUDA GPU; set device='cpu' "
-                "(BABYLON_TRAINER_DEVICE=cpu) or run on a machine with an NVIDIA GPU"
-            )
+        require_device(settings.device)
         self._policy = policy
         self._settings = settings
         self._checkpoint_root = checkpoint_root
