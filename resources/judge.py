@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.judging.judge import Judge
 from babylon_assets.judging.outcome_judge import OutcomeJudge
-from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
+from babylon_assets.judging.ruler_settings import RulerSettings
 from babylon_assets.profile import Profile
 
 JudgeKind = Literal["ruler", "outcome"]
@@ -52,6 +52,9 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
             return OutcomeJudge(group_size=self.group_size)
         if not self.api_key:
             raise ConfigurationError(f"the RULER judge needs an API key: set {JUDGE_API_KEY_ENV}")
+        # ART and LiteLLM take seconds to import: only the process that runs the RULER judge pays it.
+        from babylon_assets.judging.ruler_judge import RulerJudge
+
         return RulerJudge(
             RulerSettings(
                 judge_model=self.model,

@@ -9,16 +9,18 @@ dg.EnvVar; `start_wandb_run` takes it as an argument outside Dagster. It never e
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
-import wandb
 from pydantic import Field, JsonValue, SecretStr
 
 from babylon_assets.db.connection import babylon_home
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.profile import Profile
 from babylon_assets.training.tracking import step_alias
+
+if TYPE_CHECKING:
+    import wandb
 
 WANDB_API_KEY_ENV = "WANDB_API_KEY"
 WANDB_MODE_ENV = "BABYLON_WANDB_MODE"
@@ -28,7 +30,7 @@ WandbMode = Literal["offline", "online"]
 class WandbRun:
     """A started run (see babylon_assets.training.tracking.TrackedRun)."""
 
-    def __init__(self, run: wandb.Run, *, online: bool) -> None:
+    def __init__(self, run: "wandb.Run", *, online: bool) -> None:
         self._run = run
         self._online = online
 
@@ -51,6 +53,8 @@ class WandbRun:
     def log_checkpoint(self, *, name: str, step: int, location: str, metadata: dict[str, JsonValue]) -> None:
         """A `model` artifact per step (alias step-N): a local folder is referenced with checksums, not
         copied; a W&B location is recorded in checkpoint.json. Offline it is staged for `wandb sync`."""
+        import wandb
+
         described: dict[str, JsonValue] = {"step": step, "location": location, **metadata}
         artifact = wandb.Artifact(name=name, type="model", metadata=described)
         if Path(location).is_dir():
@@ -87,6 +91,9 @@ def start_wandb_run(
     if mode == "online" and not key:
         raise ConfigurationError(_missing_key_message())
     directory.mkdir(parents=True, exist_ok=True)
+    # wandb takes a second to import: only a process that tracks a run pays it.
+    import wandb
+
     # wandb 0.31 prints its Weave hint ("Detected [litellm, openai] in use") despite Settings(silent=True);
     # only the environment variable silences it.
     os.environ["WANDB_SILENT"] = "true"

@@ -107,3 +107,16 @@ def test_instance_config_keeps_the_password_out_of_the_yaml() -> None:
 def test_instance_config_refuses_a_secret_it_would_have_to_write_in_clear() -> None:
     with pytest.raises(ConfigurationError, match=r"carries sslpassword, which would be written into dagster\.yaml"):
         instance_config("postgresql://babylon@db.example/babylon?sslmode=require&sslpassword=key-secret")
+
+
+# Each takes seconds and hundreds of MB to import; every Dagster process loads the definitions, few use them.
+HEAVY_MODULES = ["torch", "transformers", "peft", "art", "litellm", "openai", "wandb", "pandas"]
+
+
+@pytest.mark.parametrize("module", ["babylon_assets.definitions", "babylon_assets.cli"])
+def test_loading_imports_none_of_the_heavy_libraries(module: str) -> None:
+    probe = f"import sys, {module}; print(','.join(sorted(name for name in {HEAVY_MODULES!r} if name in sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "", f"{module} imports {result.stdout.strip()} at module level"

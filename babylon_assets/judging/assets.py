@@ -9,7 +9,6 @@ import warnings
 from datetime import datetime
 
 import dagster as dg
-import pandas as pd
 
 from babylon_assets.db.connection import connect_async
 from babylon_assets.judging.scoring import ScoreCompleteness, WindowScoring, score_completeness, score_window
@@ -25,6 +24,8 @@ SCORED_GROUPS_COMPLETE = "scored_groups_complete"
 
 def scores_table(scoring: WindowScoring) -> str:
     """The window's scores as a markdown table, best first."""
+    import pandas as pd  # lazily: see babylon_assets.metadata
+
     frame = pd.DataFrame(
         {
             "rank": range(1, len(scoring.scores) + 1),

@@ -4,7 +4,6 @@ A thin wrapper over `train_policy`; the metadata tells what was trained on and w
 """
 
 import dagster as dg
-import pandas as pd
 
 from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.metadata import markdown_table
@@ -21,6 +20,8 @@ OWNERS = ["team:ml-training"]
 
 def steps_table(result: TrainingResult) -> str:
     """One markdown row per step: what it trained on, its loss and reward, and its held-out margin."""
+    import pandas as pd  # lazily: see babylon_assets.metadata
+
     frame = pd.DataFrame(
         {
             "step": [record.step for record in result.steps],
