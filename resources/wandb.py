@@ -9,7 +9,7 @@ dg.EnvVar; `start_wandb_run` takes it as an argument outside Dagster. It never e
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import dagster as dg
 from pydantic import Field, JsonValue, SecretStr
@@ -17,6 +17,7 @@ from pydantic import Field, JsonValue, SecretStr
 from babylon_assets.db.connection import babylon_home
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.profile import Profile
+from babylon_assets.settings import SettingsReader
 from babylon_assets.training.tracking import step_alias
 
 if TYPE_CHECKING:
@@ -154,15 +155,15 @@ class WandbResource(dg.ConfigurableResource["WandbResource"]):
 def wandb_resource_for(profile: Profile) -> WandbResource:
     """Local: offline. Production: online, with WANDB_API_KEY (required now, resolved by Dagster at run
     time). BABYLON_WANDB_MODE overrides either; WANDB_PROJECT and WANDB_ENTITY pick where runs go."""
-    raw = os.environ.get(WANDB_MODE_ENV, "").strip() or ("offline" if profile == "local" else "online")
-    if raw not in ("offline", "online"):
-        raise ConfigurationError(f"{WANDB_MODE_ENV}={raw!r} is not 'offline' or 'online'")
-    online = raw == "online"
-    if online and not os.environ.get(WANDB_API_KEY_ENV, "").strip():
-        raise ConfigurationError(_missing_key_message())
+    settings = SettingsReader()
+    mode = settings.choice(WANDB_MODE_ENV, get_args(WandbMode), "offline" if profile == "local" else "online")
+    online = mode == "online" and not settings.problems
+    if online and settings.value(WANDB_API_KEY_ENV) is None:
+        settings.problems.append(_missing_key_message())
+    settings.check()
     return WandbResource(
-        mode="online" if online else "offline",
-        project=os.environ.get("WANDB_PROJECT", "").strip() or "babylon",
-        entity=os.environ.get("WANDB_ENTITY", "").strip() or None,
+        mode=mode,
+        project=settings.value("WANDB_PROJECT") or "babylon",
+        entity=settings.value("WANDB_ENTITY"),
         api_key=dg.EnvVar(WANDB_API_KEY_ENV) if online else None,
     )
