@@ -64,6 +64,14 @@ def dagster_executable() -> str:
     return str(Path(sys.executable).with_name("dagster"))
 
 
+def mark_first_visit_seen(home: Path) -> None:
+    """The UI's first-visit modal (Dagster's "NUX") would cover the lineage: record it as seen, in the file
+    the webserver checks (`dagster._core.nux`: DAGSTER_HOME/.nux/nux.yaml)."""
+    folder = home / ".nux"
+    folder.mkdir(exist_ok=True)
+    (folder / "nux.yaml").write_text("seen: 1\n")
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -91,6 +99,7 @@ def run_dev_server(port: int) -> int:
     url = resolve_database_url()
     apply_migrations(url)
     home = prepare_instance(url)
+    mark_first_visit_seen(home)
     environment = dagster_environment(url)
     command = [dagster_executable(), "dev", "-w", str(workspace), "-h", HOST, "-p", str(port)]
     # Explicit handlers, installed before the child starts: a SIGINT that a launching shell set to

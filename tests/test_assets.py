@@ -172,14 +172,13 @@ def test_train_command_fails_naming_the_failed_window_and_trains_nothing(
     assert code == 1
     # One line per failed or skipped window, then the hint: no Dagster traceback without --debug.
     lines = captured.err.strip().splitlines()
-    assert (
-        lines[0]
-        == f"babylon train: window {failing} failed: scored_groups: psycopg.errors.RaiseException: storage refused the scores of this window"
-    )
+    assert lines[0].startswith(f"babylon train: window {failing} failed: scored_groups: ")
+    assert lines[0].endswith("storage refused the scores of this window")
     assert lines[1:] == [
         f"babylon train: window {short} skipped: 4 valid agents < 5",
-        "babylon train: error: 1 of 3 window(s) failed (listed above), so nothing was trained; the other windows' "
-        "results are stored: fix the cause and run `babylon train` again (`babylon train --debug` shows the tracebacks)",
+        "babylon train: error: 1 of 3 window(s) failed (listed above), so nothing was trained; the other "
+        "windows' results are stored: fix the cause and run `babylon train` again "
+        "(`babylon train --debug` shows the tracebacks)",
     ]
     assert "windows:" not in captured.out  # no summary: partial success is not success
     # The window after the failing one still went through; nothing was trained.

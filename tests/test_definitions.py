@@ -120,3 +120,12 @@ def test_loading_imports_none_of_the_heavy_libraries(module: str) -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.strip() == "", f"{module} imports {result.stdout.strip()} at module level"
+
+
+def test_scored_groups_shows_the_kinds_of_the_judge_that_runs() -> None:
+    from babylon_assets.judging.assets import scored_groups, with_judge_kinds
+
+    assert with_judge_kinds(scored_groups, "outcome").specs_by_key[scored_groups.key].kinds == {"python", "postgres"}
+    assert with_judge_kinds(scored_groups, "ruler").specs_by_key[scored_groups.key].kinds == {"openai", "postgres"}
+    # The local profile (the tests') runs the outcome judge: no LLM badge in the UI.
+    assert defs.resolve_asset_graph().get(scored_groups.key).kinds == {"python", "postgres"}

@@ -179,6 +179,8 @@ def test_babylon_dev_serves_the_ui_and_ctrl_c_stops_everything(database_url: str
         dagster_group = os.getpgid(int(dagster_dev))
         assert dagster_group != os.getpgid(process.pid)  # its own group, stopped as one
         assert (tmp_path / "dagster_home" / "dagster.yaml").is_file()
+        # The first-visit modal is marked seen, so a new user lands on the UI itself.
+        assert graphql(port, "{ shouldShowNux }") == {"shouldShowNux": False}
 
         process.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
         assert process.wait(timeout=60) == 0
