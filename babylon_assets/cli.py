@@ -6,7 +6,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from babylon_assets.errors import BabylonError
+from babylon_assets.errors import BabylonError, ConfigurationError
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -86,6 +86,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(args.queue, args.concurrency)
 
 
+def _cmd_dagster(args: argparse.Namespace) -> int:
+    from babylon_assets.dev_server import run_dagster
+
+    arguments: list[str] = args.arguments
+    return run_dagster(arguments)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from babylon_assets.train_run import render_report, train
     from babylon_assets.training.config import TrainingConfig
@@ -106,15 +113,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         target_trajectories=args.target_trajectories,
         max_dropout=args.max_dropout,
     )
-    print(render_report(train(windows, training)))
+    print(render_report(train(windows, training, debug=args.debug)))
     return 0
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
     from babylon_assets.db.connection import resolve_database_url, resolve_store_url
     from babylon_assets.db.migrate import require_migrated
+    from babylon_assets.settings import model_name_from_env
     from babylon_assets.training.lineage import checkpoint_lineage, render_lineage
-    from resources.trainer import model_name_from_env
 
     url = resolve_store_url(resolve_database_url())
     require_migrated(url)
@@ -122,6 +129,14 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
     model_name = args.model or model_name_from_env()
     print(render_lineage(checkpoint_lineage(url, model_name, args.step)))
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from babylon_assets.doctor import diagnose, render_doctor
+
+    report = diagnose()
+    print(render_doctor(report))
+    return ConfigurationError.exit_code if report.problems else 0
 
 
 def _positive_float(text: str) -> float:
@@ -210,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=_positive, default=1, help="runs at once, one process each (default 1)")
     worker.set_defaults(handler=_cmd_worker)
 
+    dagster = commands.add_parser(
+        "dagster",
+        parents=[debug],
+        help="run any Dagster CLI command against the project's instance, e.g. `babylon dagster asset list`",
+        description="Runs `dagster ARGUMENTS...` from the project root with the project's instance "
+        "(DAGSTER_HOME, dagster.yaml, database) in its environment.",
+    )
+    dagster.add_argument("arguments", nargs=argparse.REMAINDER, help="the Dagster command and its arguments")
+    dagster.set_defaults(handler=_cmd_dagster)
+
     train = commands.add_parser(
         "train",
         parents=[debug],
@@ -241,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--model", default=None, help="model name (default: the trainer resource's)")
     lineage.add_argument("--step", type=_positive, default=None, help="checkpoint step (default: the latest)")
     lineage.set_defaults(handler=_cmd_lineage)
+
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[debug],
+        help="check the active profile's whole configuration and list every missing or invalid setting",
+    )
+    doctor.set_defaults(handler=_cmd_doctor)
 
     return parser
 

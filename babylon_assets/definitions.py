@@ -7,7 +7,7 @@ judge, the CPU trainer and W&B offline; production the RULER judge, the configur
 import dagster as dg
 
 from babylon_assets.jobs import training_job, window_chain_job
-from babylon_assets.judging.assets import scored_groups, scored_groups_check
+from babylon_assets.judging.assets import scored_groups, scored_groups_check, with_judge_kinds
 from babylon_assets.profile import active_profile
 from babylon_assets.training.assets import trained_checkpoint
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
@@ -18,9 +18,10 @@ from resources.wandb import wandb_resource_for
 from sensors import fresh_windows_sensor, training_sensor
 
 profile = active_profile()
+judge = judge_resource_for(profile)
 
 defs = dg.Definitions(
-    assets=[raw_trajectories, validated_windows, scored_groups, trained_checkpoint],
+    assets=[raw_trajectories, validated_windows, with_judge_kinds(scored_groups, judge.kind), trained_checkpoint],
     asset_checks=[scored_groups_check],
     jobs=[window_chain_job, training_job],
     sensors=[fresh_windows_sensor, training_sensor],
@@ -29,7 +30,7 @@ defs = dg.Definitions(
     executor=dg.in_process_executor,
     resources={
         "database": DatabaseResource(),
-        "judge": judge_resource_for(profile),
+        "judge": judge,
         "trainer": trainer_resource_for(profile),
         "wandb": wandb_resource_for(profile),
     },

@@ -1,7 +1,13 @@
-"""`babylon dev`: the Dagster webserver and daemon on 127.0.0.1 against the project's instance.
+"""`babylon dev` and `babylon dagster`: Dagster's own commands against the project's instance.
 
 This process holds the database (the embedded server lives as long as it does), prepares the
-instance, and runs `dagster dev` in a process group of its own so that Ctrl-C stops all of it.
+instance (absolute DAGSTER_HOME, generated dagster.yaml) and runs the Dagster command from the project
+root, where it finds the code location in pyproject.toml's [tool.dagster] or in workspace.yaml.
+`dagster dev` runs in a process group of its own so that Ctrl-C stops all of it.
+
+Not `dg dev`, which Dagster 1.13 suggests: dg needs the project converted to a dg project
+(`[tool.dg]`, the dagster-dg-cli package, definitions autoloaded from a `defs` folder); `dagster dev`
+serves the same webserver and daemon.
 """
 
 import os
@@ -9,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -19,13 +26,18 @@ from babylon_assets.db.connection import (
     resolve_store_base_url,
     resolve_store_url,
 )
-from babylon_assets.db.migrate import apply_migrations
-from babylon_assets.errors import ConfigurationError
+from babylon_assets.db.migrate import apply_migrations, require_migrated
+from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.instance import instance_environment, prepare_instance
+from babylon_assets.profile import PROFILE_ENV, active_profile
 from babylon_assets.workers import celery_settings, check_broker
 
 HOST = "127.0.0.1"
 SHUTDOWN_GRACE_SECONDS = 30
+# Dagster 1.13's CLI warns on each command that `dg` supersedes it (see above for why we stay). The
+# category (dagster_shared's SupersessionWarning, a FutureWarning) cannot be named in PYTHONWARNINGS since
+# Python resolves it before dagster is importable, so the filter matches its message's start instead.
+SUPERSESSION_FILTER = "ignore:Function `:FutureWarning"
 
 
 def require_free_port(port: int) -> None:
@@ -41,6 +53,30 @@ def workspace_file() -> Path:
     if not path.is_file():
         raise ConfigurationError(f"no workspace.yaml in {Path.cwd()}; run `babylon dev` from the project root")
     return path
+
+
+def dagster_environment(url: str) -> dict[str, str]:
+    """What every Dagster process of a command gets: the instance, the database, and the profile, which
+    this command announced already (so its subprocesses do not announce it again)."""
+    warning_filters = [os.environ.get("PYTHONWARNINGS", ""), SUPERSESSION_FILTER]
+    return {
+        **os.environ,
+        **instance_environment(url),
+        PROFILE_ENV: active_profile(),
+        "PYTHONWARNINGS": ",".join(part for part in warning_filters if part),
+    }
+
+
+def dagster_executable() -> str:
+    return str(Path(sys.executable).with_name("dagster"))
+
+
+def mark_first_visit_seen(home: Path) -> None:
+    """The UI's first-visit modal (Dagster's "NUX") would cover the lineage: record it as seen, in the file
+    the webserver checks (`dagster._core.nux`: DAGSTER_HOME/.nux/nux.yaml)."""
+    folder = home / ".nux"
+    folder.mkdir(exist_ok=True)
+    (folder / "nux.yaml").write_text("seen: 1\n")
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -73,9 +109,9 @@ def run_dev_server(port: int) -> int:
     if celery is not None:
         check_broker(celery)
     home = prepare_instance(resolve_store_base_url(url))
-    environment = {**os.environ, **instance_environment(url)}
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-w", str(workspace), "-h", HOST, "-p", str(port)]
+    mark_first_visit_seen(home)
+    environment = dagster_environment(url)
+    command = [dagster_executable(), "dev", "-w", str(workspace), "-h", HOST, "-p", str(port)]
     # Explicit handlers, installed before the child starts: a SIGINT that a launching shell set to
     # "ignore" would otherwise be ignored here and, inherited across exec, in every Dagster process.
     signal.signal(signal.SIGINT, _interrupt)
@@ -92,3 +128,47 @@ def run_dev_server(port: int) -> int:
         print("babylon dev: stopping the webserver and the daemon", file=sys.stderr)
         stop_process_group(process)
         return 0
+
+
+def _partition_arguments(arguments: Sequence[str]) -> list[str]:
+    """The values of every `--partition X` / `--partition=X` in a Dagster command line."""
+    values: list[str] = []
+    for index, argument in enumerate(arguments):
+        if argument == "--partition" and index + 1 < len(arguments):
+            values.append(arguments[index + 1])
+        elif argument.startswith("--partition="):
+            values.append(argument.removeprefix("--partition="))
+    return values
+
+
+def require_registered_windows(home: Path, keys: Sequence[str]) -> None:
+    """Dagster answers an unregistered partition with a DagsterInvalidSubsetError traceback; say it in one line."""
+    if not keys:
+        return
+    import dagster as dg
+
+    from babylon_assets.partitions import WINDOW_PARTITIONS
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        registered = instance.get_dynamic_partitions(WINDOW_PARTITIONS)
+    missing = [key for key in keys if key not in registered]
+    if missing:
+        known = f"{len(registered)} are, {registered[0]} .. {registered[-1]}" if registered else "none is yet"
+        raise BabylonError(
+            f"window {', '.join(missing)} is not a registered partition ({known}); windows are registered by "
+            "`babylon train` and by fresh_windows_sensor once they are over and have 5+ valid agents"
+        )
+
+
+def run_dagster(arguments: Sequence[str]) -> int:
+    """Any `dagster ...` command against the project's instance, from the project root; returns its exit code."""
+    if not arguments:
+        raise ConfigurationError(
+            "name a Dagster command, e.g. `babylon dagster asset list` (`dagster --help` lists them)"
+        )
+    root = workspace_file().parent
+    url = resolve_database_url()
+    require_migrated(resolve_store_url(url))
+    home = prepare_instance(resolve_store_base_url(url))
+    require_registered_windows(home, _partition_arguments(arguments))
+    return subprocess.run([dagster_executable(), *arguments], env=dagster_environment(url), cwd=root).returncode

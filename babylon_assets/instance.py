@@ -127,6 +127,9 @@ def instance_config(url: str) -> dict[str, YamlValue]:
             # a run without the workload tag (a materialization picked by hand in the UI).
             "pools": {"default_limit": 1},
         },
+        # The level of every run's console output (default DEBUG: a dozen engine lines per step in the
+        # terminal of `babylon dev`). Dagster's events are stored whatever this says; log lines below it are not.
+        "python_logs": {"python_log_level": "INFO"},
         "telemetry": {"enabled": False},
         **(run_launcher_config() if celery_settings() is not None else {}),
     }

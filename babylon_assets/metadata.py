@@ -6,8 +6,12 @@ line break in recorded text cannot break a table, and a missing number shows as 
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    # pandas takes half a second to import; every Dagster process loads this module, few build a table.
+    import pandas as pd
+
 
 MISSING = "—"
 SCORE_BINS = 10
@@ -21,29 +25,35 @@ def _cell(value: object) -> object:
     return value
 
 
-def markdown_table(frame: pd.DataFrame, *, floatfmt: str | Sequence[str] = "g") -> str:
+def markdown_table(frame: "pd.DataFrame", *, floatfmt: str | Sequence[str] = "g") -> str:
     """The frame as a markdown table without its index; `floatfmt` is one format or one per column.
 
     Numbers are right-aligned, text left-aligned; missing values show as a dash.
     """
+    import pandas as pd
+
     # dtype=object keeps None as None: DataFrame.map would infer float64 and turn it back into NaN.
     cells = pd.DataFrame({column: [_cell(value) for value in frame[column]] for column in frame.columns}, dtype=object)
     return cells.to_markdown(index=False, floatfmt=floatfmt, missingval=MISSING)
 
 
-def counts_by(values: Sequence[str], *, label: str, count_label: str) -> pd.DataFrame:
+def counts_by(values: Sequence[str], *, label: str, count_label: str) -> "pd.DataFrame":
     """How often each value occurs: columns `label` and `count_label`, most frequent first, ties in first-seen order."""
+    import pandas as pd
+
     counts = pd.Series(list(values), dtype=object).value_counts(sort=False).sort_values(ascending=False, kind="stable")
     return pd.DataFrame({label: counts.index.astype(str), count_label: counts.to_numpy()})
 
 
-def score_distribution(scores: Sequence[float], *, bins: int = SCORE_BINS, count_label: str) -> pd.DataFrame:
+def score_distribution(scores: Sequence[float], *, bins: int = SCORE_BINS, count_label: str) -> "pd.DataFrame":
     """Scores in [0, 1] counted per bin of width 1/bins (the last bin includes 1.0), every bin listed.
 
     A score outside [0, 1] is a scoring defect, not something to bin: ValueError.
     """
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
+    import pandas as pd
+
     series = pd.Series(list(scores), dtype=float)
     outside = series[(series < 0) | (series > 1) | series.isna()]
     if not outside.empty:

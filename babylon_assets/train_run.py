@@ -37,8 +37,11 @@ from babylon_assets.trajectories.config import WindowDiscovery
 from babylon_assets.trajectories.models import WindowCandidate, window_key
 
 MetadataNumber = int | float
-# Every event still goes to the instance (and the UI); the terminal gets warnings and this command's lines.
-QUIET_CONSOLE: dict[str, dict[str, dict[str, str]]] = {"console": {"config": {"log_level": "WARNING"}}}
+ConsoleConfig = dict[str, dict[str, dict[str, str]]]
+# Every event still goes to the instance (and the UI). The terminal gets this command's lines; a failed
+# step's traceback (Dagster logs it at ERROR, some 250 lines) only with --debug.
+QUIET_CONSOLE: ConsoleConfig = {"console": {"config": {"log_level": "CRITICAL"}}}
+DEBUG_CONSOLE: ConsoleConfig = {"console": {"config": {"log_level": "WARNING"}}}
 WindowStatus = Literal["scored", "skipped", "failed"]
 
 
@@ -166,8 +169,18 @@ async def _discover(url: str, config: WindowDiscovery, now: datetime) -> list[Wi
         )
 
 
-def train(discovery: WindowDiscovery, training_config: TrainingConfig) -> TrainReport:
-    """Materialize raw -> validated -> scored for each eligible window, then trained_checkpoint."""
+def _progress(line: str) -> None:
+    """Progress for a person watching the terminal; logs and pipes get only outcomes."""
+    if sys.stderr.isatty():
+        print(f"babylon train: {line}", file=sys.stderr)
+
+
+def train(discovery: WindowDiscovery, training_config: TrainingConfig, *, debug: bool = False) -> TrainReport:
+    """Materialize raw -> validated -> scored for each eligible window, then trained_checkpoint.
+
+    Each skipped or failed window is one line on stderr; `debug` adds the failed steps' tracebacks.
+    """
+    console = DEBUG_CONSOLE if debug else QUIET_CONSOLE
     url = resolve_database_url()
     require_migrated(resolve_store_url(url))
     prepare_instance(resolve_store_base_url(url))
@@ -181,7 +194,7 @@ def train(discovery: WindowDiscovery, training_config: TrainingConfig) -> TrainR
             f"agents with {discovery.rule.min_actions}+ actions; run `babylon simulate` or `babylon verify`"
         )
     keys = [window_key(candidate.window_id) for candidate in candidates]
-    print(f"babylon train: {len(keys)} eligible window(s) {keys[0]} .. {keys[-1]}", file=sys.stderr)
+    _progress(f"{len(keys)} eligible window(s) {keys[0]} .. {keys[-1]}")
     window_job = defs.resolve_job_def("window_chain_job")
     training_job = defs.resolve_job_def("training_job")
     outcomes: list[WindowOutcome] = []
@@ -191,27 +204,31 @@ def train(discovery: WindowDiscovery, training_config: TrainingConfig) -> TrainR
             result = window_job.execute_in_process(
                 partition_key=key,
                 instance=instance,
-                run_config=dg.RunConfig(ops={"validated_windows": discovery.rule}, loggers=QUIET_CONSOLE),
+                run_config=dg.RunConfig(ops={"validated_windows": discovery.rule}, loggers=console),
                 tags={"babylon/command": "train"},
                 raise_on_error=False,
             )
             outcome = window_outcome(key, result)
             outcomes.append(outcome)
-            print(f"babylon train: window {key} {outcome.status}{_because(outcome.reason)}", file=sys.stderr)
+            line = f"window {key} {outcome.status}{_because(outcome.reason)}"
+            if outcome.status == "scored":
+                _progress(f"{line} ({len(outcomes)} of {len(keys)})")
+            else:
+                print(f"babylon train: {line}", file=sys.stderr)
         failed = [outcome for outcome in outcomes if outcome.status == "failed"]
         if failed:
-            names = "; ".join(f"{outcome.window} ({outcome.reason})" for outcome in failed)
             raise TrainingFailedError(
-                f"{len(failed)} of {len(keys)} window(s) failed, so nothing was trained: {names}. "
-                "The other windows' results are stored; fix the cause and run `babylon train` again."
+                f"{len(failed)} of {len(keys)} window(s) failed (listed above), so nothing was trained; the other "
+                "windows' results are stored: fix the cause and run `babylon train` again "
+                "(`babylon train --debug` shows the tracebacks)"
             )
         if not any(outcome.status == "scored" for outcome in outcomes):
             reasons = "; ".join(f"{outcome.window}: {outcome.reason}" for outcome in outcomes)
             raise TrainingFailedError(f"every window was stopped by the agent check, nothing to train on: {reasons}")
-        print(f"babylon train: training {training_config.iterations} iteration(s)", file=sys.stderr)
+        _progress(f"training {training_config.iterations} iteration(s)")
         result = training_job.execute_in_process(
             instance=instance,
-            run_config=dg.RunConfig(ops={"trained_checkpoint": training_config}, loggers=QUIET_CONSOLE),
+            run_config=dg.RunConfig(ops={"trained_checkpoint": training_config}, loggers=console),
             tags={"babylon/command": "train"},
             raise_on_error=False,
         )

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.db.connection import DATABASE_URL_ENV, redact_url
+from babylon_assets.db.connection import DATABASE_URL_ENV, redact_url, resolve_store_base_url
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.instance import YamlValue, instance_environment, prepare_instance
 
@@ -136,7 +136,7 @@ def run_worker(queue: Queue, concurrency: int) -> int:
             "(the embedded server belongs to the `babylon dev` process); set it to that server"
         )
     check_broker(settings)
-    home = prepare_instance(url)
+    home = prepare_instance(resolve_store_base_url(url))
     os.environ.update(instance_environment(url, home))
     # Loading the code now fails a misconfigured worker at start (profile, judge, trainer choice), and the
     # pool's processes, forked afterwards, start every run with it already imported.

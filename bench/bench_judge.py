@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from babylon_assets.db.connection import connect_async
 from babylon_assets.judging.judge import Judge
 from babylon_assets.judging.outcome_judge import OutcomeJudge
-from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
+from babylon_assets.judging.ruler_judge import RulerJudge
+from babylon_assets.judging.ruler_settings import RulerSettings
 from babylon_assets.judging.scoring import ScoringReport, score_windows
 from babylon_assets.trajectories.simulate import simulate
 from bench.scratch import scratch_database, store_url

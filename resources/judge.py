@@ -4,7 +4,6 @@
 `ruler` asks an LLM through ART's RULER (production). One never stands in for the other.
 """
 
-import os
 from typing import Literal, get_args
 
 import dagster as dg
@@ -13,8 +12,9 @@ from pydantic import Field, SecretStr
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.judging.judge import Judge
 from babylon_assets.judging.outcome_judge import OutcomeJudge
-from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
+from babylon_assets.judging.ruler_settings import RulerSettings
 from babylon_assets.profile import Profile
+from babylon_assets.settings import SettingsReader
 
 JudgeKind = Literal["ruler", "outcome"]
 JUDGE_ENV = "BABYLON_JUDGE"
@@ -52,6 +52,9 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
             return OutcomeJudge(group_size=self.group_size)
         if not self.api_key:
             raise ConfigurationError(f"the RULER judge needs an API key: set {JUDGE_API_KEY_ENV}")
+        # ART and LiteLLM take seconds to import: only the process that runs the RULER judge pays it.
+        from babylon_assets.judging.ruler_judge import RulerJudge
+
         return RulerJudge(
             RulerSettings(
                 judge_model=self.model,
@@ -67,29 +70,25 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
         )
 
 
-def _required_env(name: str, why: str) -> None:
-    if not os.environ.get(name, "").strip():
-        raise ConfigurationError(f"{name} is not set; {why}")
-
-
 def judge_resource_for(profile: Profile) -> JudgeResource:
     """The profile's judge (local: outcome, production: ruler); BABYLON_JUDGE overrides the choice.
 
     The RULER judge reads its model (BABYLON_JUDGE_MODEL, default openai/o3), base URL
-    (BABYLON_JUDGE_API_BASE) and key (BABYLON_JUDGE_API_KEY) from the environment at run time.
+    (BABYLON_JUDGE_API_BASE) and key (BABYLON_JUDGE_API_KEY) from the environment at run time; every
+    missing one is reported at once (ConfigurationProblems).
     """
-    choice = os.environ.get(JUDGE_ENV, "").strip() or ("outcome" if profile == "local" else "ruler")
-    kinds: tuple[JudgeKind, ...] = get_args(JudgeKind)
-    if choice == "outcome":
+    settings = SettingsReader()
+    kind = settings.choice(JUDGE_ENV, get_args(JudgeKind), "outcome" if profile == "local" else "ruler")
+    settings.check()
+    if kind == "outcome":
         return JudgeResource(kind="outcome")
-    if choice != "ruler":
-        raise ConfigurationError(f"{JUDGE_ENV}={choice!r} is not one of {', '.join(kinds)}; set it to one of them")
     why = "the RULER judge needs it (or set BABYLON_JUDGE=outcome to score from market outcomes without an LLM)"
-    _required_env(JUDGE_API_BASE_ENV, f"{why}; e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
-    _required_env(JUDGE_API_KEY_ENV, why)
+    settings.required(JUDGE_API_BASE_ENV, f"{why}; e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
+    settings.required(JUDGE_API_KEY_ENV, why)
+    settings.check()
     return JudgeResource(
         kind="ruler",
-        model=os.environ.get(JUDGE_MODEL_ENV, "").strip() or _DEFAULTS.judge_model,
+        model=settings.value(JUDGE_MODEL_ENV) or _DEFAULTS.judge_model,
         api_base=dg.EnvVar(JUDGE_API_BASE_ENV),
         api_key=dg.EnvVar(JUDGE_API_KEY_ENV),
     )

@@ -6,9 +6,8 @@ the W&B API key set from WANDB_API_KEY through dg.EnvVar. A backend whose requir
 ConfigurationError; nothing falls back to another.
 """
 
-import os
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import dagster as dg
 from pydantic import Field, SecretStr
@@ -16,15 +15,14 @@ from pydantic import Field, SecretStr
 from babylon_assets.db.connection import babylon_home
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.profile import Profile
+from babylon_assets.settings import DEFAULT_MODEL_NAME, MODEL_NAME_ENV, SettingsReader
 from babylon_assets.training.backend import TrainerBackend
-from babylon_assets.training.types import BackendName, PolicySpec, TorchSettings
+from babylon_assets.training.types import BackendName, Device, PolicySpec, TorchSettings
 from resources.wandb import WANDB_API_KEY_ENV
 
 BACKEND_ENV = "BABYLON_TRAINER_BACKEND"
 BASE_MODEL_ENV = "BABYLON_BASE_MODEL"
-MODEL_NAME_ENV = "BABYLON_MODEL_NAME"
 DEVICE_ENV = "BABYLON_TRAINER_DEVICE"
-DEFAULT_MODEL_NAME = "babylon-policy"
 SERVERLESS_NEEDS_KEY = (
     f"backend 'art-serverless' trains on W&B Training and needs a W&B API key: set {WANDB_API_KEY_ENV} "
     "(https://wandb.ai/authorize) or use backend 'torch'"
@@ -42,7 +40,7 @@ class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
         default="tiny", description="local model folder (torch), Hugging Face id (ART), or 'tiny' (torch only)"
     )
     project: str = Field(default="babylon", description="project the model belongs to (ART/W&B)")
-    device: Literal["cpu", "cuda"] = Field(default=_TORCH.device, description="torch backend only")
+    device: Device = Field(default=_TORCH.device, description="torch backend only")
     lora: bool = Field(
         default=_TORCH.lora, description="torch backend: train LoRA adapters (peft) instead of all weights"
     )
@@ -90,39 +88,27 @@ class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
         return ArtServerlessTrainer(self.policy(), api_key=SecretStr(key))
 
 
-def _env_choice(name: str, default: str | None) -> str:
-    value = os.environ.get(name, "").strip() or default
-    if value is None:
-        raise ConfigurationError(f"the production profile needs {name}; set it")
-    return value
-
-
-def model_name_from_env() -> str:
-    """The persistent model's name: BABYLON_MODEL_NAME, or the default."""
-    return _env_choice(MODEL_NAME_ENV, DEFAULT_MODEL_NAME)
-
-
 def trainer_resource_for(profile: Profile) -> TrainerResource:
     """Local: torch on CPU with the tiny model. Production: BABYLON_TRAINER_BACKEND and BABYLON_BASE_MODEL
     are required. Either profile reads BABYLON_TRAINER_BACKEND, BABYLON_BASE_MODEL, BABYLON_MODEL_NAME and
-    BABYLON_TRAINER_DEVICE when set; art-serverless requires WANDB_API_KEY (resolved by Dagster at run time)."""
+    BABYLON_TRAINER_DEVICE when set; art-serverless requires WANDB_API_KEY (resolved by Dagster at run time).
+    Every missing or invalid one is reported at once (ConfigurationProblems)."""
     local = profile == "local"
-    backend = _env_choice(BACKEND_ENV, "torch" if local else None)
-    choices: tuple[BackendName, ...] = get_args(BackendName)
-    chosen = next((choice for choice in choices if choice == backend), None)
-    if chosen is None:
-        raise ConfigurationError(f"{BACKEND_ENV}={backend!r} is not one of {', '.join(choices)}")
-    device = _env_choice(DEVICE_ENV, "cpu" if local or chosen != "torch" else "cuda")
-    if device not in ("cpu", "cuda"):
-        raise ConfigurationError(f"{DEVICE_ENV}={device!r} is not 'cpu' or 'cuda'")
-    base_model = _env_choice(BASE_MODEL_ENV, "tiny" if local else None)
-    serverless = chosen == "art-serverless"
-    if serverless and not os.environ.get(WANDB_API_KEY_ENV, "").strip():
-        raise ConfigurationError(SERVERLESS_NEEDS_KEY)
+    settings = SettingsReader()
+    why = f"the {profile} profile needs it"
+    backend = settings.choice(BACKEND_ENV, get_args(BackendName), "torch" if local else None, why)
+    device = settings.choice(DEVICE_ENV, get_args(Device), "cpu" if local or backend != "torch" else "cuda")
+    base_model = settings.value(BASE_MODEL_ENV) or ("tiny" if local else None)
+    if base_model is None:
+        settings.required(BASE_MODEL_ENV, f"{why}: a local Hugging Face model folder or a Hugging Face model id")
+    serverless = backend == "art-serverless"
+    if serverless and settings.value(WANDB_API_KEY_ENV) is None:
+        settings.problems.append(SERVERLESS_NEEDS_KEY)
+    settings.check()
     return TrainerResource(
-        backend=chosen,
-        model_name=model_name_from_env(),
-        base_model=base_model,
-        device="cpu" if device == "cpu" else "cuda",
+        backend=backend,
+        model_name=settings.value(MODEL_NAME_ENV) or DEFAULT_MODEL_NAME,
+        base_model=base_model or "",
+        device=device,
         wandb_api_key=dg.EnvVar(WANDB_API_KEY_ENV) if serverless else None,
     )

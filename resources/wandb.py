@@ -9,16 +9,19 @@ dg.EnvVar; `start_wandb_run` takes it as an argument outside Dagster. It never e
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import dagster as dg
-import wandb
 from pydantic import Field, JsonValue, SecretStr
 
 from babylon_assets.db.connection import babylon_home
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.profile import Profile
+from babylon_assets.settings import SettingsReader
 from babylon_assets.training.tracking import step_alias
+
+if TYPE_CHECKING:
+    import wandb
 
 WANDB_API_KEY_ENV = "WANDB_API_KEY"
 WANDB_MODE_ENV = "BABYLON_WANDB_MODE"
@@ -28,7 +31,7 @@ WandbMode = Literal["offline", "online"]
 class WandbRun:
     """A started run (see babylon_assets.training.tracking.TrackedRun)."""
 
-    def __init__(self, run: wandb.Run, *, online: bool) -> None:
+    def __init__(self, run: "wandb.Run", *, online: bool) -> None:
         self._run = run
         self._online = online
 
@@ -51,6 +54,8 @@ class WandbRun:
     def log_checkpoint(self, *, name: str, step: int, location: str, metadata: dict[str, JsonValue]) -> None:
         """A `model` artifact per step (alias step-N): a local folder is referenced with checksums, not
         copied; a W&B location is recorded in checkpoint.json. Offline it is staged for `wandb sync`."""
+        import wandb
+
         described: dict[str, JsonValue] = {"step": step, "location": location, **metadata}
         artifact = wandb.Artifact(name=name, type="model", metadata=described)
         if Path(location).is_dir():
@@ -87,6 +92,9 @@ def start_wandb_run(
     if mode == "online" and not key:
         raise ConfigurationError(_missing_key_message())
     directory.mkdir(parents=True, exist_ok=True)
+    # wandb takes a second to import: only a process that tracks a run pays it.
+    import wandb
+
     # wandb 0.31 prints its Weave hint ("Detected [litellm, openai] in use") despite Settings(silent=True);
     # only the environment variable silences it.
     os.environ["WANDB_SILENT"] = "true"
@@ -147,15 +155,15 @@ class WandbResource(dg.ConfigurableResource["WandbResource"]):
 def wandb_resource_for(profile: Profile) -> WandbResource:
     """Local: offline. Production: online, with WANDB_API_KEY (required now, resolved by Dagster at run
     time). BABYLON_WANDB_MODE overrides either; WANDB_PROJECT and WANDB_ENTITY pick where runs go."""
-    raw = os.environ.get(WANDB_MODE_ENV, "").strip() or ("offline" if profile == "local" else "online")
-    if raw not in ("offline", "online"):
-        raise ConfigurationError(f"{WANDB_MODE_ENV}={raw!r} is not 'offline' or 'online'")
-    online = raw == "online"
-    if online and not os.environ.get(WANDB_API_KEY_ENV, "").strip():
-        raise ConfigurationError(_missing_key_message())
+    settings = SettingsReader()
+    mode = settings.choice(WANDB_MODE_ENV, get_args(WandbMode), "offline" if profile == "local" else "online")
+    online = mode == "online" and not settings.problems
+    if online and settings.value(WANDB_API_KEY_ENV) is None:
+        settings.problems.append(_missing_key_message())
+    settings.check()
     return WandbResource(
-        mode="online" if online else "offline",
-        project=os.environ.get("WANDB_PROJECT", "").strip() or "babylon",
-        entity=os.environ.get("WANDB_ENTITY", "").strip() or None,
+        mode=mode,
+        project=settings.value("WANDB_PROJECT") or "babylon",
+        entity=settings.value("WANDB_ENTITY"),
         api_key=dg.EnvVar(WANDB_API_KEY_ENV) if online else None,
     )

@@ -6,7 +6,7 @@ import pytest
 
 from babylon_assets.cli import build_parser, main
 
-COMMANDS = ["migrate", "simulate", "verify", "dev", "worker", "train", "lineage"]
+COMMANDS = ["migrate", "simulate", "verify", "dev", "worker", "train", "lineage", "doctor", "dagster"]
 
 
 def test_every_subcommand_is_listed() -> None:
@@ -40,3 +40,39 @@ def test_an_unreachable_database_is_one_line_and_debug_adds_the_traceback(
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("babylon migrate: error: cannot connect to PostgreSQL at ")
     assert ("Traceback" in err) == ("--debug" in argv)
+
+
+def test_doctor_lists_every_missing_and_invalid_setting_at_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ["DATABASE_URL", "BABYLON_JUDGE", "BABYLON_JUDGE_API_BASE", "BABYLON_JUDGE_API_KEY", "WANDB_API_KEY"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BABYLON_PROFILE", "production")
+    monkeypatch.setenv("BABYLON_TRAINER_BACKEND", "gpu")
+    monkeypatch.setenv("BABYLON_BASE_MODEL", "")
+    monkeypatch.setenv("BABYLON_WANDB_MODE", "sometimes")
+    assert main(["doctor"]) == 2
+    out = capsys.readouterr().out
+    assert "6 setting(s) to fix:" in out
+    for expected in [
+        "the production profile needs DATABASE_URL",
+        "BABYLON_JUDGE_API_BASE is not set",
+        "BABYLON_JUDGE_API_KEY is not set",
+        "BABYLON_TRAINER_BACKEND='gpu' is not one of torch, art-local, art-serverless",
+        "BABYLON_BASE_MODEL is not set",
+        "BABYLON_WANDB_MODE='sometimes' is not one of offline, online",
+    ]:
+        assert expected in out
+
+
+def test_doctor_passes_a_complete_local_configuration(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("BABYLON_PROFILE", "local")
+    for name in ["BABYLON_JUDGE", "BABYLON_TRAINER_BACKEND", "BABYLON_BASE_MODEL", "BABYLON_WANDB_MODE"]:
+        monkeypatch.delenv(name, raising=False)
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == "configuration OK"
+    assert "judge:    outcome" in out and "trainer:  torch on cpu" in out

@@ -107,3 +107,25 @@ def test_instance_config_keeps_the_password_out_of_the_yaml() -> None:
 def test_instance_config_refuses_a_secret_it_would_have_to_write_in_clear() -> None:
     with pytest.raises(ConfigurationError, match=r"carries sslpassword, which would be written into dagster\.yaml"):
         instance_config("postgresql://babylon@db.example/babylon?sslmode=require&sslpassword=key-secret")
+
+
+# Each takes seconds and hundreds of MB to import; every Dagster process loads the definitions, few use them.
+HEAVY_MODULES = ["torch", "transformers", "peft", "art", "litellm", "openai", "wandb", "pandas"]
+
+
+@pytest.mark.parametrize("module", ["babylon_assets.definitions", "babylon_assets.cli"])
+def test_loading_imports_none_of_the_heavy_libraries(module: str) -> None:
+    probe = f"import sys, {module}; print(','.join(sorted(name for name in {HEAVY_MODULES!r} if name in sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "", f"{module} imports {result.stdout.strip()} at module level"
+
+
+def test_scored_groups_shows_the_kinds_of_the_judge_that_runs() -> None:
+    from babylon_assets.judging.assets import scored_groups, with_judge_kinds
+
+    assert with_judge_kinds(scored_groups, "outcome").specs_by_key[scored_groups.key].kinds == {"python", "postgres"}
+    assert with_judge_kinds(scored_groups, "ruler").specs_by_key[scored_groups.key].kinds == {"openai", "postgres"}
+    # The local profile (the tests') runs the outcome judge: no LLM badge in the UI.
+    assert defs.resolve_asset_graph().get(scored_groups.key).kinds == {"python", "postgres"}

@@ -14,7 +14,8 @@ from pydantic import SecretStr
 from babylon_assets.db.connection import DEFAULT_SCHEMA, AsyncConn, connect_async, store_conninfo
 from babylon_assets.judging.judge import JudgeFailedError
 from babylon_assets.judging.rubric import RUBRIC_VERSION
-from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
+from babylon_assets.judging.ruler_judge import RulerJudge
+from babylon_assets.judging.ruler_settings import RulerSettings
 from babylon_assets.judging.scoring import WindowsFailedError, score_completeness, score_window, score_windows
 from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import Trajectory, window_key

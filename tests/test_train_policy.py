@@ -322,9 +322,16 @@ def test_trained_checkpoint_asset_materializes_with_metadata_and_never_shows_the
     header, _, first_step = [
         [cell.strip() for cell in line.strip("|").split("|")] for line in (metadata["steps"].md_str or "").splitlines()
     ]
-    assert header[:3] == ["step", "windows", "trajectories"] and first_step[:3] == ["1", "1", str(AGENTS)]
+    assert header == ["step", "trajectories", "loss", "reward", "grad norm", "eval margin"]
     # Loss, reward, grad norm and margin are all measured on the tiny model.
-    assert header[4:] == ["loss", "reward", "grad norm", "eval margin"] and MISSING not in first_step[4:]
+    assert first_step[:2] == ["1", str(AGENTS)] and MISSING not in first_step[2:]
+    # The same numbers as numeric metadata (Dagster plots them), rounded, and one observation per step.
+    for name in ["loss", "reward", "grad_norm", "eval_margin"]:
+        number = metadata[name]
+        assert isinstance(number, dg.FloatMetadataValue) and number.value is not None
+        assert number.value == round(number.value, 6)
+    [observation] = [event for event in result.all_events if event.event_type_value == "ASSET_OBSERVATION"]
+    assert observation.asset_observation_data.asset_observation.metadata["step"] == dg.MetadataValue.int(1)
     assert metadata["checkpoint"] == dg.MetadataValue.path(str(tmp_path / "checkpoints" / "policy" / "step-1"))
     assert trained_checkpoint.op.tags["workload"] == "training"
 

@@ -1,7 +1,10 @@
 """`babylon train` on the project's instance, then the real webserver shows the chain and its materializations."""
 
+import html
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,11 +19,16 @@ import pytest
 from pydantic import JsonValue
 
 from babylon_assets.cli import main
+from babylon_assets.dev_server import mark_first_visit_seen
 from tests.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ["raw_trajectories", "validated_windows", "scored_groups", "trained_checkpoint"]
 STARTUP_SECONDS = 120
+# Screenshots of the pages the browser test renders (git-ignored); BABYLON_TEST_ARTEFACTS overrides.
+ARTEFACTS = Path(os.environ.get("BABYLON_TEST_ARTEFACTS", ROOT / "test-artefacts"))
+# Chromium renders until the page has been idle this long in virtual time (the UI fetches over GraphQL).
+RENDER_BUDGET_MS = 20000
 
 
 def free_port() -> int:
@@ -47,6 +55,7 @@ def graphql(port: int, query: str) -> dict[str, JsonValue]:
 @pytest.fixture
 def webserver(instance_home: Path) -> Iterator[int]:
     """dagster-webserver on 127.0.0.1 against the test's instance, as `babylon dev` runs it."""
+    mark_first_visit_seen(instance_home)
     port = free_port()
     process = subprocess.Popen(
         [
@@ -123,8 +132,48 @@ def materialized_partitions(port: int, asset: str) -> list[str | None]:
     ]
 
 
+def chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    """Debian's headless chromium with a fresh profile, no network beyond the page, nothing persistent."""
+    executable = shutil.which("chromium")
+    assert executable, "the browser test needs Debian's chromium: apt-get install -y chromium"
+    return subprocess.run(
+        [
+            executable,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--window-size=1400,900",
+            f"--virtual-time-budget={RENDER_BUDGET_MS}",
+            *arguments,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+
+
+def rendered_text(port: int, path: str, name: str, scratch: Path) -> str:
+    """The visible text of the UI page at `path` once rendered; its screenshot goes to ARTEFACTS/<name>.png."""
+    url = f"http://127.0.0.1:{port}{path}"
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    chromium(f"--screenshot={ARTEFACTS / f'{name}.png'}", url, profile=scratch / f"chromium-{name}-shot")
+    dom = chromium("--dump-dom", url, profile=scratch / f"chromium-{name}-dom").stdout
+    text = re.sub(r"<script.*?</script>|<style.*?</style>|<[^>]+>", " ", dom, flags=re.S)
+    return " ".join(html.unescape(text).split())
+
+
 def test_train_command_then_the_ui_shows_the_chain_and_its_runs(
-    database_url: str, instance_home: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+    database_url: str,
+    instance_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
     short, first, second = simulate_windows(database_url, windows=3, agents=5)
     drop_one_agent(database_url, short)
@@ -147,6 +196,21 @@ def test_train_command_then_the_ui_shows_the_chain_and_its_runs(
     assert sorted(map(str, materialized_partitions(port, "raw_trajectories"))) == [short, first, second]
     assert sorted(map(str, materialized_partitions(port, "scored_groups"))) == [first, second]
     assert materialized_partitions(port, "trained_checkpoint") == [None]
+
+    # What a person sees: the lineage page, then scored_groups' page with its latest metadata.
+    lineage = rendered_text(port, "/asset-groups", "lineage", tmp_path)
+    assert "Global asset lineage" in lineage
+    for group in ["trajectories", "judging", "training"]:
+        assert group in lineage
+    asset = rendered_text(port, "/assets/scored_groups", "scored_groups", tmp_path)
+    assert "Each accepted trajectory of the window scored" in asset
+    for key in ["score_mean", "calls_made", "top_agent", "score_distribution"]:
+        assert key in asset
+    # The kinds of the judge that ran (the outcome judge: no LLM), and no first-visit modal over the page.
+    assert "Python" in asset and "OpenAI" not in asset
+    assert "Join the Dagster community" not in lineage + asset
+    # Floats are rounded: no 0.9246920000000001 in the metadata.
+    assert not re.findall(r"\d\.\d{7,}", asset)
 
 
 def wait_for_ui(port: int, process: subprocess.Popen[bytes] | subprocess.Popen[str], name: str) -> None:
@@ -179,6 +243,8 @@ def test_babylon_dev_serves_the_ui_and_ctrl_c_stops_everything(database_url: str
         dagster_group = os.getpgid(int(dagster_dev))
         assert dagster_group != os.getpgid(process.pid)  # its own group, stopped as one
         assert (tmp_path / "dagster_home" / "dagster.yaml").is_file()
+        # The first-visit modal is marked seen, so a new user lands on the UI itself.
+        assert graphql(port, "{ shouldShowNux }") == {"shouldShowNux": False}
 
         process.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
         assert process.wait(timeout=60) == 0

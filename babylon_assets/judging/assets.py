@@ -9,7 +9,6 @@ import warnings
 from datetime import datetime
 
 import dagster as dg
-import pandas as pd
 
 from babylon_assets.db.connection import connect_async
 from babylon_assets.judging.scoring import ScoreCompleteness, WindowScoring, score_completeness, score_window
@@ -17,14 +16,21 @@ from babylon_assets.metadata import markdown_table, score_distribution
 from babylon_assets.partitions import window_partitions
 from babylon_assets.trajectories.models import parse_window_key
 from resources.database import DatabaseResource
-from resources.judge import JudgeResource
+from resources.judge import JudgeKind, JudgeResource
 
 OWNERS = ["team:ml-platform"]
+# Scores are shown to 3 decimals (the judge's resolution is coarser); costs to a millionth of a dollar.
+SCORE_DIGITS = 3
+COST_DIGITS = 6
+# What each judge kind runs on, as the UI's kind badges.
+JUDGE_KINDS: dict[JudgeKind, set[str]] = {"ruler": {"openai", "postgres"}, "outcome": {"python", "postgres"}}
 SCORED_GROUPS_COMPLETE = "scored_groups_complete"
 
 
 def scores_table(scoring: WindowScoring) -> str:
     """The window's scores as a markdown table, best first."""
+    import pandas as pd  # lazily: see babylon_assets.metadata
+
     frame = pd.DataFrame(
         {
             "rank": range(1, len(scoring.scores) + 1),
@@ -52,11 +58,11 @@ def scoring_metadata(scoring: WindowScoring) -> dict[str, dg.MetadataValue]:
         "calls_cached": dg.MetadataValue.int(scoring.stats.calls_cached),
         "prompt_tokens": dg.MetadataValue.int(scoring.stats.prompt_tokens),
         "completion_tokens": dg.MetadataValue.int(scoring.stats.completion_tokens),
-        "cost_usd": dg.MetadataValue.float(scoring.stats.cost_usd),
+        "cost_usd": dg.MetadataValue.float(round(scoring.stats.cost_usd, COST_DIGITS)),
         "unpriced_calls": dg.MetadataValue.int(scoring.stats.unpriced_calls),
-        "score_min": dg.MetadataValue.float(scoring.score_min),
-        "score_mean": dg.MetadataValue.float(scoring.score_mean),
-        "score_max": dg.MetadataValue.float(scoring.score_max),
+        "score_min": dg.MetadataValue.float(round(scoring.score_min, SCORE_DIGITS)),
+        "score_mean": dg.MetadataValue.float(round(scoring.score_mean, SCORE_DIGITS)),
+        "score_max": dg.MetadataValue.float(round(scoring.score_max, SCORE_DIGITS)),
         "top_agent": dg.MetadataValue.text(scoring.top_agent),
         "bottom_agent": dg.MetadataValue.text(scoring.bottom_agent),
         "scores": dg.MetadataValue.md(scores_table(scoring)),
@@ -68,7 +74,8 @@ def scoring_metadata(scoring: WindowScoring) -> dict[str, dg.MetadataValue]:
     partitions_def=window_partitions,
     deps=["validated_windows"],
     group_name="judging",
-    kinds={"openai", "postgres"},
+    # The definitions replace these with the configured judge's (see `with_judge_kinds`).
+    kinds=JUDGE_KINDS["ruler"],
     owners=OWNERS,
     description=(
         "Each accepted trajectory of the window scored in [0, 1] by the configured judge, in balanced "
@@ -83,6 +90,11 @@ async def scored_groups(
     async with await connect_async(database.store_url(), autocommit=True) as conn:
         scoring = await score_window(conn, judge.build_judge(), window_id)
     return dg.MaterializeResult(metadata=scoring_metadata(scoring))
+
+
+def with_judge_kinds(asset: dg.AssetsDefinition, kind: JudgeKind) -> dg.AssetsDefinition:
+    """scored_groups with the kind badges of the judge that runs it (outcome: no LLM)."""
+    return asset.map_asset_specs(lambda spec: spec.replace_attributes(kinds=JUDGE_KINDS[kind]))
 
 
 async def _completeness(url: str, window_id: datetime) -> ScoreCompleteness:

@@ -34,37 +34,63 @@ class AnswerCache:
     """Reads and writes `judge_cache` on a connection shared with the rest of a scoring run.
 
     `lock` serialises every use of that connection, so concurrent groups and windows never run a
-    statement inside another one's transaction.
+    statement inside another one's transaction. Lookups are batched: every `get` issued while the
+    connection is busy (or in the same turn of the event loop) is answered by one query, so a window's
+    cache hits cost one round trip, not one per group and permutation.
     """
 
     def __init__(self, conn: AsyncConn, lock: asyncio.Lock) -> None:
         self.conn = conn
         self.lock = lock
+        self._pending: dict[str, asyncio.Future[CachedAnswer | None]] = {}
+        self._fetching: asyncio.Task[None] | None = None
 
     async def get(self, cache_key: str) -> CachedAnswer | None:
+        pending = self._pending.get(cache_key)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._pending[cache_key] = pending
+            if self._fetching is None:
+                self._fetching = asyncio.create_task(self._fetch_pending())
+        # Shielded: one caller's cancellation must not cancel the answer other callers of the key await.
+        return await asyncio.shield(pending)
+
+    async def _fetch_pending(self) -> None:
+        """Answer every lookup gathered until the connection is free with one query."""
         async with self.lock:
-            cursor = await self.conn.execute(
-                """
-                SELECT judge_model, rubric_version, permutation, raw_answer, prompt_tokens,
-                       completion_tokens, cost_usd
-                FROM judge_cache WHERE cache_key = %s
-                """,
-                (cache_key,),
-            )
-            row = await cursor.fetchone()
-        if row is None:
-            return None
-        model, version, permutation, raw, prompt_tokens, completion_tokens, cost = row
-        return CachedAnswer(
-            cache_key=cache_key,
-            judge_model=model,
-            rubric_version=version,
-            permutation=permutation,
-            raw_answer=raw,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=cost,
+            pending, self._pending, self._fetching = self._pending, {}, None
+            try:
+                answers = await self._select(list(pending))
+            except Exception as error:
+                # Each waiting `get` raises it: the failure reaches every caller, none is answered "absent".
+                for waiting in pending.values():
+                    waiting.set_exception(error)
+                return
+        for key, waiting in pending.items():
+            waiting.set_result(answers.get(key))
+
+    async def _select(self, cache_keys: list[str]) -> dict[str, CachedAnswer]:
+        cursor = await self.conn.execute(
+            """
+            SELECT cache_key, judge_model, rubric_version, permutation, raw_answer, prompt_tokens,
+                   completion_tokens, cost_usd
+            FROM judge_cache WHERE cache_key = ANY(%s)
+            """,
+            (cache_keys,),
         )
+        return {
+            key: CachedAnswer(
+                cache_key=key,
+                judge_model=model,
+                rubric_version=version,
+                permutation=permutation,
+                raw_answer=raw,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost_usd=cost,
+            )
+            for key, model, version, permutation, raw, prompt_tokens, completion_tokens, cost in await cursor.fetchall()
+        }
 
     async def put(self, answer: CachedAnswer) -> None:
         """Store an answer as soon as it is validated, so a later failure in its window keeps it."""

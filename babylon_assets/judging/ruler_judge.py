@@ -23,7 +23,7 @@ from art.rewards import ruler
 from litellm.exceptions import BadRequestError
 from litellm.types.utils import Choices, ModelResponse, Usage
 from openai.types.chat import ChatCompletionMessageParam
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.judging.cache import AnswerCache, CachedAnswer, answer_cache_key
@@ -37,6 +37,7 @@ from babylon_assets.judging.judge import (
     total_stats,
 )
 from babylon_assets.judging.rubric import RUBRIC_VERSION, rubric_with_outcomes
+from babylon_assets.judging.ruler_settings import RulerSettings
 from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import window_key
 
@@ -75,21 +76,6 @@ def _ruler_completing_with(function: _Function, complete: Callable[..., object])
     )
     private.__kwdefaults__ = function.__kwdefaults__
     return cast(_Function, private)
-
-
-class RulerSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    judge_model: str = "openai/o3"
-    api_base: str | None = None
-    api_key: SecretStr | None = None
-    permutations: int = Field(default=2, ge=1)
-    group_size: int = Field(default=8, ge=1)
-    max_concurrency: int = Field(default=4, ge=1)
-    max_retries: int = Field(default=3, ge=0)
-    timeout_seconds: float = Field(default=300.0, gt=0)
-    # Wait before retry k (1-based) is retry_backoff_seconds * 2**(k-1).
-    retry_backoff_seconds: float = Field(default=2.0, ge=0)
 
 
 class _JudgeCall:

@@ -4,7 +4,6 @@ A thin wrapper over `train_policy`; the metadata tells what was trained on and w
 """
 
 import dagster as dg
-import pandas as pd
 
 from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.metadata import markdown_table
@@ -12,7 +11,7 @@ from babylon_assets.training import metric_names
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.publish import publish_target
 from babylon_assets.training.train import train_policy
-from babylon_assets.training.types import TrainingResult
+from babylon_assets.training.types import StepRecord, TrainingResult
 from resources.database import DatabaseResource
 from resources.trainer import TrainerResource
 from resources.wandb import WandbResource
@@ -20,25 +19,43 @@ from resources.wandb import WandbResource
 OWNERS = ["team:ml-training"]
 
 
+# Losses, rewards and margins are shown to 6 decimals; the rest of a float is noise.
+METRIC_DIGITS = 6
+# The UI folds a longer markdown table away; every step's numbers are in the per-step observations.
+TABLE_STEPS = 5
+
+
 def steps_table(result: TrainingResult) -> str:
-    """One markdown row per step: what it trained on, its loss and reward, and its held-out margin."""
+    """The last TABLE_STEPS steps as a markdown table: trajectories, loss, reward, grad norm, held-out margin."""
+    import pandas as pd  # lazily: see babylon_assets.metadata
+
+    steps = result.steps[-TABLE_STEPS:]
     frame = pd.DataFrame(
         {
-            "step": [record.step for record in result.steps],
-            "windows": [len(record.windows) for record in result.steps],
-            "trajectories": [record.trajectories for record in result.steps],
-            "dropout": [record.dropout_rate for record in result.steps],
-            "loss": [record.metrics.get(metric_names.LOSS) for record in result.steps],
-            "reward": [record.metrics.get(metric_names.REWARD) for record in result.steps],
-            "grad norm": [record.metrics.get(metric_names.GRAD_NORM) for record in result.steps],
-            "eval margin": [record.eval_margin_after for record in result.steps],
+            "step": [record.step for record in steps],
+            "trajectories": [record.trajectories for record in steps],
+            "loss": [record.metrics.get(metric_names.LOSS) for record in steps],
+            "reward": [record.metrics.get(metric_names.REWARD) for record in steps],
+            "grad norm": [record.metrics.get(metric_names.GRAD_NORM) for record in steps],
+            "eval margin": [record.eval_margin_after for record in steps],
         }
     )
-    return markdown_table(frame, floatfmt=("", "", "", ".2f", ".6f", ".6f", ".6f", ".6f"))
+    return markdown_table(frame, floatfmt=("", "", ".4f", ".4f", ".4f", ".4f"))
 
 
-def _margin(value: float | None) -> dg.MetadataValue:
-    return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(value)
+def _rounded(value: float | None) -> dg.MetadataValue:
+    return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(round(value, METRIC_DIGITS))
+
+
+def step_metrics(record: StepRecord) -> dict[str, dg.MetadataValue]:
+    """One step's numbers as numeric metadata: Dagster plots each key over the asset's events."""
+    return {
+        "step": dg.MetadataValue.int(record.step),
+        "loss": _rounded(record.metrics.get(metric_names.LOSS)),
+        "reward": _rounded(record.metrics.get(metric_names.REWARD)),
+        "grad_norm": _rounded(record.metrics.get(metric_names.GRAD_NORM)),
+        "eval_margin": _rounded(record.eval_margin_after),
+    }
 
 
 def training_metadata(result: TrainingResult) -> dict[str, dg.MetadataValue]:
@@ -54,10 +71,12 @@ def training_metadata(result: TrainingResult) -> dict[str, dg.MetadataValue]:
         "trajectories_used": dg.MetadataValue.int(result.trajectories_used),
         "held_out_windows": dg.MetadataValue.int(len(result.held_out_windows)),
         "checkpoint": dg.MetadataValue.path(result.checkpoint_path),
-        "eval_margin_before": _margin(result.eval_margin_before),
-        "eval_margin_after": _margin(result.eval_margin_after),
+        "eval_margin_before": _rounded(result.eval_margin_before),
+        "eval_margin_after": _rounded(result.eval_margin_after),
         "best_step": dg.MetadataValue.null() if best is None else dg.MetadataValue.int(best.step),
         "best_checkpoint": dg.MetadataValue.null() if best is None else dg.MetadataValue.path(best.location),
+        # The last step's loss, reward, grad norm and margin (and "step" as above): plotted across materializations.
+        **({} if not result.steps else step_metrics(result.steps[-1])),
         "steps": dg.MetadataValue.md(steps_table(result)),
         "wandb_run": dg.MetadataValue.text(result.wandb_run_path),
     }
@@ -91,6 +110,9 @@ def trained_checkpoint(
 ) -> dg.MaterializeResult[None]:
     publish_to = publish_target(database.game_url())
     result = train_policy(database.store_url(), trainer.build(), wandb, config, publish_to)
+    # One observation per step, so the asset's plots show the learning curve within a run too.
+    for record in result.steps:
+        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=step_metrics(record)))
     context.log.info(
         f"model {result.model_name}: steps {result.first_step}-{result.last_step} on "
         f"{len(result.windows_used)} window(s), {result.trajectories_used} trajectories; "

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from babylon_assets.trajectories.messages import ChatMessage
 
 BackendName = Literal["torch", "art-local", "art-serverless"]
+Device = Literal["cpu", "cuda"]
 
 
 class Frozen(BaseModel):
@@ -27,7 +28,7 @@ class TorchSettings(Frozen):
     """The torch trainer's settings; LoRA rank and alpha, max grad norm and weight decay default to ART
     0.5.18's values."""
 
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Device = "cpu"
     lora: bool = False
     lora_rank: int = Field(default=8, ge=1)
     lora_alpha: int = Field(default=16, ge=1)

@@ -1,0 +1,18 @@
+"""The RULER judge's settings, apart from the judge so that reading them imports neither ART nor LiteLLM."""
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class RulerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    judge_model: str = "openai/o3"
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+    permutations: int = Field(default=2, ge=1)
+    group_size: int = Field(default=8, ge=1)
+    max_concurrency: int = Field(default=4, ge=1)
+    max_retries: int = Field(default=3, ge=0)
+    timeout_seconds: float = Field(default=300.0, gt=0)
+    # Wait before retry k (1-based) is retry_backoff_seconds * 2**(k-1).
+    retry_backoff_seconds: float = Field(default=2.0, ge=0)
