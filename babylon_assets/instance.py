@@ -21,6 +21,14 @@ DAGSTER_PASSWORD_ENV = "BABYLON_DAGSTER_PG_PASSWORD"
 TRAINING_WORKLOAD_TAG = "workload"
 TRAINING_WORKLOAD = "training"
 MAX_CONCURRENT_RUNS = 4
+# How often the daemon checks that each started run's process is alive; a dead one is marked failed
+# within about this long, and its pool slots are freed FREE_SLOTS_AFTER_SECONDS after that.
+MONITOR_INTERVAL_SECONDS = 15
+FREE_SLOTS_AFTER_SECONDS = 15
+# A run that has not started its process this long after launch is marked failed.
+START_TIMEOUT_SECONDS = 180
+# Automatic re-executions of a failed window chain run (its job's `dagster/max_retries` tag).
+WINDOW_CHAIN_RETRIES = 2
 
 YamlValue = str | int | bool | list["YamlValue"] | dict[str, "YamlValue"]
 
@@ -111,6 +119,19 @@ def instance_config(url: str) -> dict[str, YamlValue]:
             # a run without the workload tag (a materialization picked by hand in the UI).
             "pools": {"default_limit": 1},
         },
+        # Our launcher is Dagster's default plus the process check run monitoring needs (run_health).
+        "run_launcher": {"module": "babylon_assets.run_health", "class": "ProcessCheckingRunLauncher"},
+        "run_monitoring": {
+            "enabled": True,
+            "poll_interval_seconds": MONITOR_INTERVAL_SECONDS,
+            "start_timeout_seconds": START_TIMEOUT_SECONDS,
+            # The launcher cannot resume a run in a new process: a dead run is failed (and retried).
+            "max_resume_run_attempts": 0,
+            "free_slots_after_run_end_seconds": FREE_SLOTS_AFTER_SECONDS,
+        },
+        # Re-executes failed runs whose job carries a `dagster/max_retries` tag (the window chain);
+        # training is retried by its sensor instead, which waits between attempts (Dagster's retries do not).
+        "run_retries": {"enabled": True, "max_retries": 0},
         "telemetry": {"enabled": False},
     }
 

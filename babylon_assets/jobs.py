@@ -5,7 +5,7 @@ Selections name asset keys, so this module imports no asset code and the sensors
 
 import dagster as dg
 
-from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
+from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG, WINDOW_CHAIN_RETRIES
 
 WINDOW_ASSETS = ("raw_trajectories", "validated_windows", "scored_groups")
 
@@ -16,6 +16,9 @@ window_chain_job = dg.define_asset_job(
     "window_chain_job",
     selection=dg.AssetSelection.assets(*WINDOW_ASSETS),
     executor_def=dg.in_process_executor,
+    # A failed chain (a judge outage, a lost connection, a killed worker) is re-executed from its failed
+    # step by the daemon's run retries; every step replaces its window's results, so a rerun is safe.
+    tags={"dagster/max_retries": str(WINDOW_CHAIN_RETRIES)},
     description="Ingest, validate and score one window.",
 )
 
