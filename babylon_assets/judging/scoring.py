@@ -15,6 +15,7 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
 from babylon_assets.db.connection import AsyncConn
+from babylon_assets.db.locks import WindowLock, lock_window
 from babylon_assets.errors import BabylonError
 from babylon_assets.judging.cache import AnswerCache
 from babylon_assets.judging.groups import split_groups
@@ -29,9 +30,6 @@ from babylon_assets.judging.judge import (
 )
 from babylon_assets.trajectories.models import Trajectory, window_key
 from babylon_assets.trajectories.reader import load_accepted, load_market_outcomes
-
-# Advisory lock class for storing a window's scores (the second key is the window's epoch hour).
-STORE_LOCK_CLASS = 0x6A756467  # "judg"
 
 
 class ScoredTrajectory(BaseModel):
@@ -233,9 +231,7 @@ async def _store(
     ]
     async with conn.transaction(), conn.cursor() as cur:
         # Two runs storing the same window at once would collide on trajectory_scores' key.
-        await cur.execute(
-            "SELECT pg_advisory_xact_lock(%s, %s)", (STORE_LOCK_CLASS, int(window_id.timestamp()) // 3600)
-        )
+        await lock_window(cur, WindowLock.SCORES, window_id)
         await cur.execute("DELETE FROM judge_groups WHERE window_id = %s", (window_id,))
         await cur.execute(
             "DELETE FROM trajectory_scores WHERE window_id = %s OR trajectory_id = ANY(%s)", (window_id, ids)

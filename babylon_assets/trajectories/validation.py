@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from babylon_assets.db.connection import AsyncConn
+from babylon_assets.db.locks import WindowLock, lock_window
 from babylon_assets.trajectories.models import WindowLoad
 from babylon_assets.trajectories.reader import load_window
 
@@ -19,6 +20,8 @@ async def validate_window(conn: AsyncConn, window_id: datetime, *, min_actions: 
         (r.row_id, r.trajectory_id, r.agent_id, False, r.reason) for r in load.rejected
     ]
     async with conn.transaction(), conn.cursor() as cur:
+        # Two validations of one window at once would both insert its verdicts: one waits here.
+        await lock_window(cur, WindowLock.VALIDATION, load.window_id)
         await cur.execute(
             "DELETE FROM trajectory_validations WHERE window_id = %s OR row_id = ANY(%s)",
             (load.window_id, [verdict[0] for verdict in verdicts]),
