@@ -18,7 +18,7 @@ async def test_two_validations_of_one_window_at_once_both_succeed(database_url: 
             return len((await validate_window(conn, window_id, min_actions=5)).accepted)
 
     for _ in range(3):  # the race is between two transactions; give it a few chances
-        assert await asyncio.gather(validate(), validate()) == [6, 6]
+        assert list(await asyncio.gather(validate(), validate())) == [6, 6]
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT count(*) FROM trajectory_validations WHERE window_id = %s", (window_id,)).fetchone()
     assert row == (6,)
