@@ -75,6 +75,7 @@ class StepContext(BaseModel):
     config: TrainingConfig
     plan: Plan
     run_config: dict[str, JsonValue]
+    lease: registry.ModelLease
 
 
 def plan_training(url: str, policy: PolicySpec, config: TrainingConfig) -> Plan:
@@ -161,6 +162,7 @@ def train_one_step(
             eval_windows=0 if measured is None else measured.pairs,
             wandb_run_id=run.run_id,
             wandb_artifact=checkpoint_artifact(policy.name, outcome.step),
+            lease=context.lease,
         )
     windows = [window_key(window_id) for window_id in sorted({group.window_id for group in groups})]
     run.log(metrics, step=outcome.step)
@@ -195,9 +197,11 @@ def train_policy(
     """Add `config.iterations` registered checkpoints to the trainer's policy; see the module docstring."""
     policy = trainer.policy
     with connect(url, autocommit=True) as lock_conn:
-        registry.try_lock_model(lock_conn, policy.name)
+        lease = registry.lock_model(lock_conn, policy.name)
         plan = plan_training(url, policy, config)
-        context = StepContext(url=url, config=config, plan=plan, run_config=_run_config(trainer, config))
+        context = StepContext(
+            url=url, config=config, plan=plan, run_config=_run_config(trainer, config), lease=lease
+        )
         previous_step = 0 if plan.latest is None else plan.latest.step
         records: list[StepRecord] = []
         try:
