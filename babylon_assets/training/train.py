@@ -199,9 +199,7 @@ def train_policy(
     with connect(url, autocommit=True) as lock_conn:
         lease = registry.lock_model(lock_conn, policy.name)
         plan = plan_training(url, policy, config)
-        context = StepContext(
-            url=url, config=config, plan=plan, run_config=_run_config(trainer, config), lease=lease
-        )
+        context = StepContext(url=url, config=config, plan=plan, run_config=_run_config(trainer, config), lease=lease)
         previous_step = 0 if plan.latest is None else plan.latest.step
         records: list[StepRecord] = []
         try:
