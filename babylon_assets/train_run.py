@@ -126,14 +126,29 @@ def checkpoint_summary(result: dg.ExecuteInProcessResult) -> CheckpointSummary:
     )
 
 
+def _our_error_names(kind: type[BaseException] = BabylonError) -> set[str]:
+    return {kind.__name__}.union(*(_our_error_names(sub) for sub in kind.__subclasses__()))
+
+
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
-    """The first failed step and the innermost error message, which is the one a user can act on."""
+    """The first failed step and the outermost error raised by our code or a library (not Dagster's wrapper).
+
+    Our errors explain their cause in words (disk full, which window, what to do) and keep the raw
+    cause only as `__cause__`; reporting the innermost error would cut that explanation away.
+    """
+    ours = _our_error_names()
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
             error = event.step_failure_data.error
-            while error is not None and error.cause is not None:
+            while error is not None and error.cls_name is not None and error.cls_name.startswith("Dagster"):
                 error = error.cause
-            message = error.message.strip().splitlines()[0] if error is not None else "no error recorded"
+            if error is None:
+                return f"{event.step_key}: no error recorded"
+            message = error.message.strip().splitlines()[0]
+            # The message starts with the class's qualified name; ours say what happened without it.
+            qualified, _, text = message.partition(": ")
+            if error.cls_name in ours and qualified.split(".")[-1] == error.cls_name:
+                message = text
             return f"{event.step_key}: {message}"
     return f"run {result.run_id} failed without a failed step; see it in the Dagster UI"
 

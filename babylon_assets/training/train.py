@@ -9,6 +9,7 @@ registration leaves nothing registered, so the next run resumes from the last re
 import random
 from datetime import datetime
 
+import psutil
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from babylon_assets.db.connection import connect
@@ -128,6 +129,14 @@ def train_one_step(
     except BabylonError:
         raise
     except Exception as error:
+        # torch.OutOfMemoryError (a RuntimeError) is named, not imported: this module is backend-agnostic.
+        if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+            available = psutil.virtual_memory().available / 2**30
+            raise TrainingFailedError(
+                f"step {step} of model {policy.name!r} ran out of memory ({type(error).__name__}: {error}; "
+                f"{available:.1f} GiB of RAM free now); lower --windows-per-iteration or --target-trajectories, "
+                f"or stop other programs, then run again. Nothing was registered; it resumes from step {previous_step}"
+            ) from error
         raise TrainingFailedError(
             f"step {step} of model {policy.name!r} failed ({type(error).__name__}: {error}); "
             f"nothing was registered, the next run resumes from step {previous_step}"
