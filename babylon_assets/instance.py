@@ -115,8 +115,10 @@ def instance_config(url: str) -> dict[str, YamlValue]:
                     {"key": TRAINING_WORKLOAD_TAG, "value": TRAINING_WORKLOAD, "limit": 1},
                 ],
             },
-            # The only pool is trained_checkpoint's "training": one training step at a time even for
-            # a run without the workload tag (a materialization picked by hand in the UI).
+            # Two pools: trained_checkpoint's "training" (one training step at a time even for a run
+            # without the workload tag, e.g. a materialization picked by hand in the UI) and
+            # scored_groups' "judge" (windows judged at once across runs; raise it per pool with
+            # `dagster instance concurrency set judge N`).
             "pools": {"default_limit": 1},
         },
         # Our launcher is Dagster's default plus the process check run monitoring needs (run_health).

@@ -14,6 +14,7 @@ from babylon_assets.errors import ConfigurationError
 from babylon_assets.judging.judge import Judge
 from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.ruler_judge import RulerJudge, RulerSettings
+from babylon_assets.judging.scoring import WINDOW_DEADLINE_SECONDS
 from babylon_assets.profile import Profile
 
 JudgeKind = Literal["ruler", "outcome"]
@@ -42,7 +43,12 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
     max_retries: int = Field(
         default=_DEFAULTS.max_retries, ge=0, description="Retries on 429, 5xx, timeouts and unusable answers."
     )
-    timeout_seconds: float = Field(default=_DEFAULTS.timeout_seconds, gt=0)
+    timeout_seconds: float = Field(default=_DEFAULTS.timeout_seconds, gt=0, description="One request's limit.")
+    window_deadline_seconds: float = Field(
+        default=WINDOW_DEADLINE_SECONDS,
+        gt=0,
+        description="Judging one window, all its requests and retries, fails after this long.",
+    )
     retry_backoff_seconds: float = Field(
         default=_DEFAULTS.retry_backoff_seconds, ge=0, description="First retry's wait; doubles each retry."
     )

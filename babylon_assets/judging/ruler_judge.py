@@ -11,10 +11,12 @@ Guards against art 0.5.18 (see ../shared/reference/art-and-dagster.md, RULER):
 """
 
 import asyncio
+import email.utils
 import json
 import math
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import TypeVar, cast
 
 import litellm
@@ -87,8 +89,8 @@ class RulerSettings(BaseModel):
     group_size: int = Field(default=8, ge=1)
     max_concurrency: int = Field(default=4, ge=1)
     max_retries: int = Field(default=3, ge=0)
-    timeout_seconds: float = Field(default=300.0, gt=0)
-    # Wait before retry k (1-based) is retry_backoff_seconds * 2**(k-1).
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    # Wait before retry k (1-based) is retry_backoff_seconds * 2**(k-1), or longer when a 429 says Retry-After.
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
 
 
@@ -176,6 +178,26 @@ def _answer_problem(answer: list[_JudgedScore], count: int) -> str | None:
 
 def _quote(text: str) -> str:
     return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + f"... ({len(text)} characters)"
+
+
+def _retry_after_seconds(error: openai.APIError) -> float:
+    """The wait a rate-limited (429) or unavailable (503) answer asks for in Retry-After, else 0.
+
+    LiteLLM 1.82 rebuilds the error's `response` without the server's headers; it keeps them in
+    `litellm_response_headers`.
+    """
+    headers = getattr(error, "litellm_response_headers", None)
+    value = headers.get("retry-after") if isinstance(headers, Mapping) else None
+    if not isinstance(value, str):
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)  # the header's other form, an HTTP date
+        except (TypeError, ValueError):
+            return 0.0
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _is_retryable(error: openai.APIError) -> bool:
@@ -288,9 +310,10 @@ class RulerJudge:
         stats = CallStats()
         problem = "no attempt was made"
         last_answer = "none"
+        retry_after = 0.0
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(settings.retry_backoff_seconds * 2 ** (attempt - 1))
+                await asyncio.sleep(max(settings.retry_backoff_seconds * 2 ** (attempt - 1), retry_after))
             call = _JudgeCall(self, cache, permutation)
             judge_through_call = _ruler_completing_with(ruler, call.complete)
             try:
@@ -309,6 +332,7 @@ class RulerJudge:
                     ) from None  # quoted above with the key cut out; the raw error may carry it
                 found = f"{type(error).__name__}: {error}"
                 answer = []
+                retry_after = _retry_after_seconds(error)
             except ValueError as error:  # RULER's malformed JSON (pydantic) and wrong-count errors
                 if call.raw_answer is None:
                     raise  # raised before any answer arrived: a defect of ours, not the judge's
