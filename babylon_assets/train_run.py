@@ -30,6 +30,7 @@ from babylon_assets.partitions import (
     eligible_windows_between,
     latest_completed_window,
 )
+from babylon_assets.run_failures import failure_text
 from babylon_assets.run_health import RUN_PID_TAG, clean_up_dead_runs, process_tags
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
@@ -126,31 +127,10 @@ def checkpoint_summary(result: dg.ExecuteInProcessResult) -> CheckpointSummary:
     )
 
 
-def _our_error_names(kind: type[BaseException] = BabylonError) -> set[str]:
-    return {kind.__name__}.union(*(_our_error_names(sub) for sub in kind.__subclasses__()))
-
-
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
-    """The first failed step and the outermost error raised by our code or a library (not Dagster's wrapper).
-
-    Our errors explain their cause in words (disk full, which window, what to do) and keep the raw
-    cause only as `__cause__`; reporting the innermost error would cut that explanation away.
-    """
-    ours = _our_error_names()
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data is not None:
-            error = event.step_failure_data.error
-            while error is not None and error.cls_name is not None and error.cls_name.startswith("Dagster"):
-                error = error.cause
-            if error is None:
-                return f"{event.step_key}: no error recorded"
-            message = error.message.strip().splitlines()[0]
-            # The message starts with the class's qualified name; ours say what happened without it.
-            qualified, _, text = message.partition(": ")
-            if error.cls_name in ours and qualified.split(".")[-1] == error.cls_name:
-                message = text
-            return f"{event.step_key}: {message}"
-    return f"run {result.run_id} failed without a failed step; see it in the Dagster UI"
+    """The first failed step and its error as our code put it (see run_failures)."""
+    found = failure_text(result.all_events)
+    return found if found is not None else f"run {result.run_id} failed without a failed step; see it in the Dagster UI"
 
 
 def window_outcome(window: str, result: dg.ExecuteInProcessResult) -> WindowOutcome:
