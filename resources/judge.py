@@ -53,6 +53,15 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
         default=_DEFAULTS.retry_backoff_seconds, ge=0, description="First retry's wait; doubles each retry."
     )
 
+    max_trajectory_tokens: int = Field(
+        default=_DEFAULTS.max_trajectory_tokens,
+        ge=100,
+        description="A trajectory's share of a judge call; longer step texts are shortened in the judge's view only.",
+    )
+    max_group_tokens: int = Field(
+        default=_DEFAULTS.max_group_tokens, ge=100, description="What one judge call's trajectories may take."
+    )
+
     def build_judge(self) -> Judge:
         if self.kind == "outcome":
             return OutcomeJudge(group_size=self.group_size)
@@ -69,6 +78,8 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
                 max_retries=self.max_retries,
                 timeout_seconds=self.timeout_seconds,
                 retry_backoff_seconds=self.retry_backoff_seconds,
+                max_trajectory_tokens=self.max_trajectory_tokens,
+                max_group_tokens=self.max_group_tokens,
             )
         )
 

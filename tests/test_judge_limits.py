@@ -8,9 +8,13 @@ import pytest
 
 from babylon_assets.db.connection import AsyncConn
 from babylon_assets.judging.scoring import WindowsFailedError, score_windows
+from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import window_key
+from babylon_assets.trajectories.reader import load_accepted
+from babylon_assets.trajectories.validation import validate_window
 from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
-from tests.test_judge import conn, ruler_judge, seeded_windows, server
+from tests.test_judge import START, conn, ruler_judge, seeded_windows, server
+from tests.trajectory_rows import fixture_steps, insert_rows, row, window_agents
 
 __all__ = ["conn", "server"]  # fixtures
 
@@ -76,3 +80,26 @@ async def test_windows_are_judged_side_by_side_up_to_the_limit(
     await score_windows(conn, ruler_judge(server, permutations=1, max_concurrency=8), window_ids, max_windows=2)
 
     assert server.max_in_flight == 2
+
+
+async def test_an_overlong_trajectory_is_shortened_in_the_judges_view_only_and_its_window_scores(
+    database_url: str, conn: AsyncConn, server: JudgeServer
+) -> None:
+    steps = fixture_steps("recorder", 5)
+    calls = steps[0]["llmCalls"]
+    assert isinstance(calls, list) and isinstance(calls[0], dict)
+    calls[0]["userPrompt"] = "market tape " * 100_000  # 1.2 MB in one prompt
+    rows = [*window_agents(START, 4), {**row(START, "agent-big"), "steps": json.dumps(steps)}]
+    insert_rows(database_url, rows)
+    await validate_window(conn, START, min_actions=1)
+    judge = ruler_judge(server, permutations=1, max_trajectory_tokens=2000)
+
+    report = await score_windows(conn, judge, [START])
+
+    assert len(report.scored) == 1 and len(report.scored[0].scores) == 5
+    (request,) = server.requests
+    big = [text for text in request.trajectories.values() if "tokens cut from the judge's view" in text]
+    assert len(big) == 1 and len(big[0]) < 20_000
+    # Training reads the full text.
+    (trajectory,) = [t for t in await load_accepted(conn, START) if t.agent_id == "agent-big"]
+    assert "market tape " * 100_000 in "".join(m.content for m in trajectory_messages(trajectory))

@@ -38,8 +38,8 @@ from babylon_assets.judging.judge import (
     PermutationScore,
     total_stats,
 )
+from babylon_assets.judging.judge_view import judge_messages
 from babylon_assets.judging.rubric import RUBRIC_VERSION, rubric_with_outcomes
-from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import window_key
 
 # LiteLLM prints a "Give Feedback / Get Help" banner to stdout on every failed call; our errors say
@@ -92,6 +92,10 @@ class RulerSettings(BaseModel):
     timeout_seconds: float = Field(default=120.0, gt=0)
     # Wait before retry k (1-based) is retry_backoff_seconds * 2**(k-1), or longer when a 429 says Retry-After.
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    # Each trajectory's share of a judge call (longer ones are shortened in the judge's view only), and
+    # what a call's trajectories may take together: groups are made small enough to fit it.
+    max_trajectory_tokens: int = Field(default=12_000, ge=100)
+    max_group_tokens: int = Field(default=100_000, ge=100)
 
 
 class _JudgeCall:
@@ -233,7 +237,9 @@ class RulerJudge:
 
     @property
     def group_size(self) -> int:
-        return self.settings.group_size
+        """At most `group_size`, and few enough that a group's views fit `max_group_tokens`."""
+        fitting = self.settings.max_group_tokens // self.settings.max_trajectory_tokens
+        return max(1, min(self.settings.group_size, fitting))
 
     def limiter(self) -> asyncio.Semaphore:
         """The concurrency limit on judge requests, across all groups and windows of this event loop."""
@@ -265,7 +271,9 @@ class RulerJudge:
     async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:
         ids = [trajectory.trajectory_id for trajectory in group.trajectories]
         message_lists = [
-            _CHAT_MESSAGES.validate_python([message.model_dump() for message in trajectory_messages(trajectory)])
+            _CHAT_MESSAGES.validate_python(
+                [message.model_dump() for message in judge_messages(trajectory, self.settings.max_trajectory_tokens)]
+            )
             for trajectory in group.trajectories
         ]
         rubric = rubric_with_outcomes(group.outcomes)
