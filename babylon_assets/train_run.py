@@ -246,8 +246,19 @@ def train(discovery: WindowDiscovery, training_config: TrainingConfig) -> TrainR
     return _run_stoppably(lambda: _train(url, discovery, training_config))
 
 
-def _train(url: str, discovery: WindowDiscovery, training_config: TrainingConfig) -> TrainReport:
+def _clean_up_after_the_dead() -> None:
+    """Runs a killed `babylon train` (or run worker) left STARTED here hold pool slots: free them first."""
+    with dg.DagsterInstance.get() as instance:
+        for dead in clean_up_dead_runs(instance):
+            print(
+                f"babylon train: run {dead.run_id} ({dead.job_name}) was left STARTED: {dead.reason}; "
+                "marked it failed and freed its pool slots",
+                file=sys.stderr,
+            )
 
+
+def _train(url: str, discovery: WindowDiscovery, training_config: TrainingConfig) -> TrainReport:
+    _clean_up_after_the_dead()
     candidates = asyncio.run(_discover(url, discovery, datetime.now(UTC)))
     if not candidates:
         raise BabylonError(
@@ -262,12 +273,6 @@ def _train(url: str, discovery: WindowDiscovery, training_config: TrainingConfig
     # Each run names this process, so a later `babylon train` or the daemon can tell when it died.
     tags = {COMMAND_TAG: "train", **process_tags()}
     with dg.DagsterInstance.get() as instance:
-        for dead in clean_up_dead_runs(instance):
-            print(
-                f"babylon train: run {dead.run_id} ({dead.job_name}) was left STARTED: {dead.reason}; "
-                "marked it failed and freed its pool slots",
-                file=sys.stderr,
-            )
         instance.add_dynamic_partitions(WINDOW_PARTITIONS, keys)
         for key in keys:
             result = window_job.execute_in_process(

@@ -168,3 +168,27 @@ def test_a_signal_while_babylon_train_waits_for_the_training_slot_cancels_the_ru
     (run,) = instance.get_runs(filters=dg.RunsFilter(job_name="training_job", tags={"babylon/command": "train"}))
     assert run.status == dg.DagsterRunStatus.CANCELED
     assert instance.event_log_storage.get_concurrency_run_ids() == {holder.run_id}
+
+
+def test_a_killed_babylon_train_is_followed_by_one_that_finishes_without_manual_help(
+    database_url: str, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    simulate_windows(database_url, windows=3, agents=5)
+    killed = start_train(database_url, tmp_path)
+    wait_for_line(killed, "babylon train: training 1 iteration(s)")
+    deadline = time.monotonic() + 30
+    while not instance.event_log_storage.get_concurrency_run_ids() and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the training step holds its slot
+    killed.kill()  # kill -9: no handler runs
+    killed.communicate(timeout=30)
+    (left,) = instance.get_runs(filters=dg.RunsFilter(job_name="training_job"))
+    assert left.status == dg.DagsterRunStatus.STARTED
+
+    again = start_train(database_url, tmp_path)
+    out, err = again.communicate(timeout=300)
+
+    assert again.returncode == 0, err
+    assert f"run {left.run_id} (training_job) was left STARTED: the run's process {killed.pid} is gone" in err
+    assert "step:         1 (1 new)" in out
+    assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert instance.event_log_storage.get_concurrency_run_ids() == set()
