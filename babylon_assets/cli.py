@@ -291,6 +291,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"babylon {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if not _lost_database(error):
+            raise
+        if args.debug:
+            traceback.print_exc()
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(
+            f"babylon {args.command}: error: lost the connection to PostgreSQL ({first}). Start it (or fix "
+            f"DATABASE_URL) and run `babylon {args.command}` again: a run left STARTED is cleaned up then",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _lost_database(error: BaseException) -> bool:
+    """A dropped or refused PostgreSQL connection, from psycopg, psycopg2 (Dagster's storage) or SQLAlchemy.
+
+    Matched by name so that this module imports none of them (every command would pay for it).
+    """
+    chain: BaseException | None = error
+    while chain is not None:
+        if any(kind.__name__ == "OperationalError" for kind in type(chain).__mro__):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -24,6 +24,14 @@ TRAINING_WORKLOAD_TAG = "workload"
 TRAINING_WORKLOAD = "training"
 MAX_CONCURRENT_RUNS = 4
 MAX_CONCURRENT_RUNS_ENV = "BABYLON_MAX_CONCURRENT_RUNS"
+# How often the daemon checks that each started run's process is alive; a dead one is marked failed
+# within about this long, and its pool slots are freed FREE_SLOTS_AFTER_SECONDS after that.
+MONITOR_INTERVAL_SECONDS = 15
+FREE_SLOTS_AFTER_SECONDS = 15
+# A run that has not started its process this long after launch is marked failed.
+START_TIMEOUT_SECONDS = 180
+# Automatic re-executions of a failed window chain run (its job's `dagster/max_retries` tag).
+WINDOW_CHAIN_RETRIES = 2
 
 YamlValue = str | int | bool | list["YamlValue"] | dict[str, "YamlValue"]
 
@@ -123,13 +131,28 @@ def instance_config(url: str) -> dict[str, YamlValue]:
                     {"key": TRAINING_WORKLOAD_TAG, "value": TRAINING_WORKLOAD, "limit": 1},
                 ],
             },
-            # The only pool is trained_checkpoint's "training": one training step at a time even for
-            # a run without the workload tag (a materialization picked by hand in the UI).
+            # Two pools: trained_checkpoint's "training" (one training step at a time even for a run
+            # without the workload tag, e.g. a materialization picked by hand in the UI) and
+            # scored_groups' "judge" (windows judged at once across runs; raise it per pool with
+            # `dagster instance concurrency set judge N`).
             "pools": {"default_limit": 1},
         },
         # The level of every run's console output (default DEBUG: a dozen engine lines per step in the
         # terminal of `babylon dev`). Dagster's events are stored whatever this says; log lines below it are not.
         "python_logs": {"python_log_level": "INFO"},
+        # Our launcher is Dagster's default plus the process check run monitoring needs (run_health).
+        "run_launcher": {"module": "babylon_assets.run_health", "class": "ProcessCheckingRunLauncher"},
+        "run_monitoring": {
+            "enabled": True,
+            "poll_interval_seconds": MONITOR_INTERVAL_SECONDS,
+            "start_timeout_seconds": START_TIMEOUT_SECONDS,
+            # The launcher cannot resume a run in a new process: a dead run is failed (and retried).
+            "max_resume_run_attempts": 0,
+            "free_slots_after_run_end_seconds": FREE_SLOTS_AFTER_SECONDS,
+        },
+        # Re-executes failed runs whose job carries a `dagster/max_retries` tag (the window chain);
+        # training is retried by its sensor instead, which waits between attempts (Dagster's retries do not).
+        "run_retries": {"enabled": True, "max_retries": 0},
         "telemetry": {"enabled": False},
         **(run_launcher_config() if celery_settings() is not None else {}),
     }

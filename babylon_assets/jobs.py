@@ -8,7 +8,7 @@ Kubernetes (deploy/), the training pod's GPU. Under the default run launcher bot
 import dagster as dg
 from pydantic import JsonValue
 
-from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
+from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG, WINDOW_CHAIN_RETRIES
 from babylon_assets.workers import QUEUE_TAG, TRAINING_QUEUE, WINDOWS_QUEUE
 
 WINDOW_ASSETS = ("raw_trajectories", "validated_windows", "scored_groups")
@@ -31,7 +31,9 @@ window_chain_job = dg.define_asset_job(
     "window_chain_job",
     selection=dg.AssetSelection.assets(*WINDOW_ASSETS),
     executor_def=dg.in_process_executor,
-    tags={QUEUE_TAG: WINDOWS_QUEUE},
+    # A failed chain (a judge outage, a lost connection, a killed worker) is re-executed from its failed
+    # step by the daemon's run retries; every step replaces its window's results, so a rerun is safe.
+    tags={QUEUE_TAG: WINDOWS_QUEUE, "dagster/max_retries": str(WINDOW_CHAIN_RETRIES)},
     description="Ingest, validate and score one window.",
 )
 

@@ -8,9 +8,13 @@ a window stopped by the blocking agent check is skipped with its reason, which i
 import asyncio
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
+from types import FrameType
+from typing import Literal, NoReturn
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict
@@ -31,6 +35,8 @@ from babylon_assets.partitions import (
     eligible_windows_between,
     latest_completed_window,
 )
+from babylon_assets.run_failures import failure_text
+from babylon_assets.run_health import RUN_PID_TAG, clean_up_dead_runs, process_tags
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.config import WindowDiscovery
@@ -43,6 +49,9 @@ ConsoleConfig = dict[str, dict[str, dict[str, str]]]
 QUIET_CONSOLE: ConsoleConfig = {"console": {"config": {"log_level": "CRITICAL"}}}
 DEBUG_CONSOLE: ConsoleConfig = {"console": {"config": {"log_level": "WARNING"}}}
 WindowStatus = Literal["scored", "skipped", "failed"]
+COMMAND_TAG = "babylon/command"
+# How a shell reports a command stopped by these signals (128 + signal number).
+STOP_SIGNALS = {signal.SIGINT: ("Ctrl-C", 130), signal.SIGTERM: ("SIGTERM", 143)}
 
 
 class TrainingFailedError(BabylonError):
@@ -127,15 +136,9 @@ def checkpoint_summary(result: dg.ExecuteInProcessResult) -> CheckpointSummary:
 
 
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
-    """The first failed step and the innermost error message, which is the one a user can act on."""
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data is not None:
-            error = event.step_failure_data.error
-            while error is not None and error.cause is not None:
-                error = error.cause
-            message = error.message.strip().splitlines()[0] if error is not None else "no error recorded"
-            return f"{event.step_key}: {message}"
-    return f"run {result.run_id} failed without a failed step; see it in the Dagster UI"
+    """The first failed step and its error as our code put it (see run_failures)."""
+    found = failure_text(result.all_events)
+    return found if found is not None else f"run {result.run_id} failed without a failed step; see it in the Dagster UI"
 
 
 def window_outcome(window: str, result: dg.ExecuteInProcessResult) -> WindowOutcome:
@@ -175,6 +178,78 @@ def _progress(line: str) -> None:
         print(f"babylon train: {line}", file=sys.stderr)
 
 
+class _Stopped(BaseException):
+    """SIGINT or SIGTERM reached `babylon train`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: FrameType | None) -> NoReturn:
+    raise _Stopped(signum)
+
+
+def _stop_now(signum: int) -> NoReturn:
+    """Cancel this process's unfinished runs, free their pool slots, say so in one line, and exit.
+
+    The process then ends at once (os._exit): the run may be inside a training step or waiting for a
+    pool slot, neither of which Dagster lets a signal interrupt. Ending the process closes its
+    database connections, which releases the model's advisory lock; a half-written checkpoint is in a
+    temporary folder the next writer removes, and nothing of an unfinished step is registered.
+    """
+    name, code = STOP_SIGNALS[signal.Signals(signum)]
+    canceled: list[str] = []
+    with dg.DagsterInstance.get() as instance:
+        mine = instance.get_runs(
+            filters=dg.RunsFilter(
+                tags={RUN_PID_TAG: str(os.getpid())},
+                statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+            )
+        )
+        for run in mine:
+            instance.report_run_canceled(run, f"babylon train was stopped by {name}")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            kind = "training run" if run.job_name == "training_job" else "window run"
+            canceled.append(f"{kind} {run.run_id}")
+    what = f"{', '.join(canceled)} canceled, its pool slots and locks released" if canceled else "no run was going"
+    print(f"babylon train: stopped by {name}; {what}. Run `babylon train` again to go on.", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run_stoppably(work: Callable[[], TrainReport]) -> TrainReport:
+    """`work()` in a thread, so Ctrl-C and SIGTERM reach this (main) thread even while Dagster runs.
+
+    Dagster's in-process execution swallows SIGINT outside user code (and so a run waiting for a pool
+    slot could not be stopped at all); off the main thread it leaves the signals alone.
+    """
+    outcome: list[TrainReport] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as error:  # handed to the main thread, which raises it
+            failure.append(error)
+
+    worker = threading.Thread(target=target, name="babylon-train", daemon=True)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        _stop_now(signal.SIGINT)
+    except _Stopped as stopped:
+        _stop_now(stopped.signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
 def train(discovery: WindowDiscovery, training_config: TrainingConfig, *, debug: bool = False) -> TrainReport:
     """Materialize raw -> validated -> scored for each eligible window, then trained_checkpoint.
 
@@ -186,7 +261,24 @@ def train(discovery: WindowDiscovery, training_config: TrainingConfig, *, debug:
     prepare_instance(resolve_store_base_url(url))
     # In-process runs and their resources read these, exactly like `babylon dev`'s processes.
     os.environ.update(instance_environment(url))
+    return _run_stoppably(lambda: _train(url, discovery, training_config, console))
 
+
+def _clean_up_after_the_dead() -> None:
+    """Runs a killed `babylon train` (or run worker) left STARTED here hold pool slots: free them first."""
+    with dg.DagsterInstance.get() as instance:
+        for dead in clean_up_dead_runs(instance):
+            print(
+                f"babylon train: run {dead.run_id} ({dead.job_name}) was left STARTED: {dead.reason}; "
+                "marked it failed and freed its pool slots",
+                file=sys.stderr,
+            )
+
+
+def _train(
+    url: str, discovery: WindowDiscovery, training_config: TrainingConfig, console: ConsoleConfig
+) -> TrainReport:
+    _clean_up_after_the_dead()
     candidates = asyncio.run(_discover(url, discovery, datetime.now(UTC)))
     if not candidates:
         raise BabylonError(
@@ -198,6 +290,8 @@ def train(discovery: WindowDiscovery, training_config: TrainingConfig, *, debug:
     window_job = defs.resolve_job_def("window_chain_job")
     training_job = defs.resolve_job_def("training_job")
     outcomes: list[WindowOutcome] = []
+    # Each run names this process, so a later `babylon train` or the daemon can tell when it died.
+    tags = {COMMAND_TAG: "train", **process_tags()}
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(WINDOW_PARTITIONS, keys)
         for key in keys:
@@ -205,7 +299,7 @@ def train(discovery: WindowDiscovery, training_config: TrainingConfig, *, debug:
                 partition_key=key,
                 instance=instance,
                 run_config=dg.RunConfig(ops={"validated_windows": discovery.rule}, loggers=console),
-                tags={"babylon/command": "train"},
+                tags=tags,
                 raise_on_error=False,
             )
             outcome = window_outcome(key, result)
@@ -229,7 +323,7 @@ def train(discovery: WindowDiscovery, training_config: TrainingConfig, *, debug:
         result = training_job.execute_in_process(
             instance=instance,
             run_config=dg.RunConfig(ops={"trained_checkpoint": training_config}, loggers=console),
-            tags={"babylon/command": "train"},
+            tags=tags,
             raise_on_error=False,
         )
         if not result.success:

@@ -13,6 +13,7 @@ from babylon_assets.errors import ConfigurationError
 from babylon_assets.judging.judge import Judge
 from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.ruler_settings import RulerSettings
+from babylon_assets.judging.scoring import WINDOW_DEADLINE_SECONDS
 from babylon_assets.profile import Profile
 from babylon_assets.settings import SettingsReader
 
@@ -42,9 +43,23 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
     max_retries: int = Field(
         default=_DEFAULTS.max_retries, ge=0, description="Retries on 429, 5xx, timeouts and unusable answers."
     )
-    timeout_seconds: float = Field(default=_DEFAULTS.timeout_seconds, gt=0)
+    timeout_seconds: float = Field(default=_DEFAULTS.timeout_seconds, gt=0, description="One request's limit.")
+    window_deadline_seconds: float = Field(
+        default=WINDOW_DEADLINE_SECONDS,
+        gt=0,
+        description="Judging one window, all its requests and retries, fails after this long.",
+    )
     retry_backoff_seconds: float = Field(
         default=_DEFAULTS.retry_backoff_seconds, ge=0, description="First retry's wait; doubles each retry."
+    )
+
+    max_trajectory_tokens: int = Field(
+        default=_DEFAULTS.max_trajectory_tokens,
+        ge=100,
+        description="A trajectory's share of a judge call; longer step texts are shortened in the judge's view only.",
+    )
+    max_group_tokens: int = Field(
+        default=_DEFAULTS.max_group_tokens, ge=100, description="What one judge call's trajectories may take."
     )
 
     def build_judge(self) -> Judge:
@@ -66,6 +81,8 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
                 max_retries=self.max_retries,
                 timeout_seconds=self.timeout_seconds,
                 retry_backoff_seconds=self.retry_backoff_seconds,
+                max_trajectory_tokens=self.max_trajectory_tokens,
+                max_group_tokens=self.max_group_tokens,
             )
         )
 

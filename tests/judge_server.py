@@ -53,6 +53,7 @@ class Reply(BaseModel):
     content: str = ""
     status: int = 200
     delay_seconds: float = 0.0
+    headers: dict[str, str] = {}
 
 
 Responder = Callable[[JudgeRequest], Reply]
@@ -131,7 +132,9 @@ class JudgeServer:
         finally:
             self._in_flight -= 1
         if reply.status != 200:
-            return web.json_response({"error": {"message": f"scripted status {reply.status}"}}, status=reply.status)
+            return web.json_response(
+                {"error": {"message": f"scripted status {reply.status}"}}, status=reply.status, headers=reply.headers
+            )
         return web.json_response(_completion_body(reply.content, str(body.get("model", "judge"))))
 
     async def _start(self) -> None:

@@ -76,3 +76,23 @@ def test_doctor_passes_a_complete_local_configuration(
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == "configuration OK"
     assert "judge:    outcome" in out and "trainer:  torch on cpu" in out
+
+
+def test_a_connection_lost_mid_command_is_one_line(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server ends the command's session half way (what a restart does); no traceback follows."""
+    import psycopg
+
+    from babylon_assets.db import migrate
+
+    def applied_then_dropped(url: str, schema: str) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setattr(migrate, "apply_migrations", applied_then_dropped)
+    assert main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("babylon migrate: error: lost the connection to PostgreSQL (")
+    assert "Traceback" not in err

@@ -66,6 +66,7 @@ def test_jobs_sensors_and_resources() -> None:
     assert training.tags.get("workload") == "training"
     chain = defs.resolve_job_def("window_chain_job")
     assert chain.partitions_def is not None
+    assert chain.tags.get("dagster/max_retries") == "2"
     assert {sensor.name for sensor in defs.sensors or []} == {"fresh_windows_sensor", "training_sensor"}
     assert defs.resolve_sensor_def("fresh_windows_sensor").job_name == "window_chain_job"
     assert defs.resolve_sensor_def("training_sensor").job_name == "training_job"
@@ -101,6 +102,12 @@ def test_instance_config_keeps_the_password_out_of_the_yaml() -> None:
         "pools": {"default_limit": 1},
     }
     assert config["telemetry"] == {"enabled": False}
+    # A run whose process died is failed by run monitoring, its slots freed; failed chains are retried.
+    assert config["run_launcher"] == {"module": "babylon_assets.run_health", "class": "ProcessCheckingRunLauncher"}
+    monitoring = config["run_monitoring"]
+    assert isinstance(monitoring, dict)
+    assert monitoring["enabled"] is True and monitoring["free_slots_after_run_end_seconds"] == 15
+    assert config["run_retries"] == {"enabled": True, "max_retries": 0}
     assert instance_environment(url)[DAGSTER_PASSWORD_ENV] == "s3cret-pw"
 
 

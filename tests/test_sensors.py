@@ -198,3 +198,60 @@ def test_training_sensor_waits_for_three_fresh_windows(
     after = tick_training(instance)
     assert isinstance(after, dg.SkipReason)
     assert after.skip_message == "1 fresh windows < 3"
+
+
+def fail_requested_run(instance: dg.DagsterInstance, request: dg.RunRequest, reason: str) -> dg.DagsterRun:
+    """The run the daemon would launch for `request`, ended in failure."""
+    run = instance.add_run(
+        dg.DagsterRun(
+            job_name="training_job",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"workload": "training", **request.tags, "dagster/run_key": request.run_key or ""},
+        )
+    )
+    instance.report_run_failed(run, reason)
+    return run
+
+
+def test_a_failed_training_run_is_retried_with_backoff_then_stops_loudly(
+    use_database: str, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moment = [datetime.now(UTC)]
+    monkeypatch.setattr(training, "current_time", lambda: moment[0])
+    monkeypatch.setenv("BABYLON_TRAINING_ATTEMPTS", "3")
+    monkeypatch.setenv("BABYLON_TRAINING_RETRY_SECONDS", "60")
+    for hours in (5, 4, 3):
+        add_scored_window(use_database, hours_ago(hours))
+
+    first = tick_training(instance)
+    assert isinstance(first, dg.RunRequest)
+    failed = fail_requested_run(instance, first, "no space left on /data/checkpoints (0 B free of 1.0 GiB)")
+
+    # The failure does not make the same windows a duplicate for ever: a retry, after the backoff.
+    waiting = tick_training(instance)
+    assert isinstance(waiting, dg.SkipReason)
+    message = str(waiting.skip_message)
+    assert f"training run {failed.run_id} failed (no space left on /data/checkpoints" in message
+    assert "attempt 2 of 3 at " in message
+    moment[0] += timedelta(seconds=61)
+    second = tick_training(instance)
+    assert isinstance(second, dg.RunRequest)
+    assert second.run_key != first.run_key
+    fail_requested_run(instance, second, "still full")
+
+    # The runs end in real time, about when the test started: the second wait (120 s) ends at about +120 s.
+    moment[0] += timedelta(seconds=30)
+    assert isinstance(tick_training(instance), dg.SkipReason)
+    moment[0] += timedelta(seconds=32)
+    third = tick_training(instance)
+    assert isinstance(third, dg.RunRequest)
+    last = fail_requested_run(instance, third, "still full")
+
+    moment[0] += timedelta(hours=1)
+    stopped = tick_training(instance)
+    assert isinstance(stopped, dg.SkipReason)
+    message = str(stopped.skip_message)
+    assert "stopped after 3 failed attempts" in message and "still full" in message
+    assert "`babylon train`" in message
+    run = instance.get_run_by_id(last.run_id)
+    assert run is not None and "`babylon train`" in run.tags["babylon/stopped"]

@@ -232,6 +232,7 @@ def test_a_registration_failing_midway_leaves_nothing_registered(scored_url: str
                 eval_windows=1,
                 wandb_run_id=None,
                 wandb_artifact=None,
+                lease=registry.lock_model(conn, policy.name),
             )
         for table in ("policy_checkpoints", "checkpoint_windows", "checkpoint_trajectories", "best_checkpoints"):
             count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))

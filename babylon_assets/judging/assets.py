@@ -25,6 +25,7 @@ COST_DIGITS = 6
 # What each judge kind runs on, as the UI's kind badges.
 JUDGE_KINDS: dict[JudgeKind, set[str]] = {"ruler": {"openai", "postgres"}, "outcome": {"python", "postgres"}}
 SCORED_GROUPS_COMPLETE = "scored_groups_complete"
+JUDGE_POOL = "judge"
 
 
 def scores_table(scoring: WindowScoring) -> str:
@@ -77,6 +78,9 @@ def scoring_metadata(scoring: WindowScoring) -> dict[str, dg.MetadataValue]:
     # The definitions replace these with the configured judge's (see `with_judge_kinds`).
     kinds=JUDGE_KINDS["ruler"],
     owners=OWNERS,
+    # Windows judged at once across all runs: the instance's pool limit (1 unless raised with
+    # `dagster instance concurrency set judge N`), so a week of queued windows cannot flood the judge.
+    pool=JUDGE_POOL,
     description=(
         "Each accepted trajectory of the window scored in [0, 1] by the configured judge, in balanced "
         "groups (tables trajectory_scores, window_scores, judge_*); re-running replaces the window's "
@@ -88,7 +92,9 @@ async def scored_groups(
 ) -> dg.MaterializeResult[None]:
     window_id = parse_window_key(context.partition_key)
     async with await connect_async(database.store_url(), autocommit=True) as conn:
-        scoring = await score_window(conn, judge.build_judge(), window_id)
+        scoring = await score_window(
+            conn, judge.build_judge(), window_id, deadline_seconds=judge.window_deadline_seconds
+        )
     return dg.MaterializeResult(metadata=scoring_metadata(scoring))
 
 

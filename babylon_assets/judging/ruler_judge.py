@@ -11,10 +11,12 @@ Guards against art 0.5.18 (see ../shared/reference/art-and-dagster.md, RULER):
 """
 
 import asyncio
+import email.utils
 import json
 import math
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import TypeVar, cast
 
 import litellm
@@ -36,9 +38,9 @@ from babylon_assets.judging.judge import (
     PermutationScore,
     total_stats,
 )
+from babylon_assets.judging.judge_view import judge_messages
 from babylon_assets.judging.rubric import RUBRIC_VERSION, rubric_with_outcomes
 from babylon_assets.judging.ruler_settings import RulerSettings
-from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import window_key
 
 # LiteLLM prints a "Give Feedback / Get Help" banner to stdout on every failed call; our errors say
@@ -164,6 +166,26 @@ def _quote(text: str) -> str:
     return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + f"... ({len(text)} characters)"
 
 
+def _retry_after_seconds(error: openai.APIError) -> float:
+    """The wait a rate-limited (429) or unavailable (503) answer asks for in Retry-After, else 0.
+
+    LiteLLM 1.82 rebuilds the error's `response` without the server's headers; it keeps them in
+    `litellm_response_headers`.
+    """
+    headers = getattr(error, "litellm_response_headers", None)
+    value = headers.get("retry-after") if isinstance(headers, Mapping) else None
+    if not isinstance(value, str):
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)  # the header's other form, an HTTP date
+        except (TypeError, ValueError):
+            return 0.0
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
 def _is_retryable(error: openai.APIError) -> bool:
     if isinstance(error, openai.APIConnectionError):  # includes timeouts
         return True
@@ -197,7 +219,9 @@ class RulerJudge:
 
     @property
     def group_size(self) -> int:
-        return self.settings.group_size
+        """At most `group_size`, and few enough that a group's views fit `max_group_tokens`."""
+        fitting = self.settings.max_group_tokens // self.settings.max_trajectory_tokens
+        return max(1, min(self.settings.group_size, fitting))
 
     def limiter(self) -> asyncio.Semaphore:
         """The concurrency limit on judge requests, across all groups and windows of this event loop."""
@@ -229,7 +253,9 @@ class RulerJudge:
     async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:
         ids = [trajectory.trajectory_id for trajectory in group.trajectories]
         message_lists = [
-            _CHAT_MESSAGES.validate_python([message.model_dump() for message in trajectory_messages(trajectory)])
+            _CHAT_MESSAGES.validate_python(
+                [message.model_dump() for message in judge_messages(trajectory, self.settings.max_trajectory_tokens)]
+            )
             for trajectory in group.trajectories
         ]
         rubric = rubric_with_outcomes(group.outcomes)
@@ -274,9 +300,10 @@ class RulerJudge:
         stats = CallStats()
         problem = "no attempt was made"
         last_answer = "none"
+        retry_after = 0.0
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(settings.retry_backoff_seconds * 2 ** (attempt - 1))
+                await asyncio.sleep(max(settings.retry_backoff_seconds * 2 ** (attempt - 1), retry_after))
             call = _JudgeCall(self, cache, permutation)
             judge_through_call = _ruler_completing_with(ruler, call.complete)
             try:
@@ -295,6 +322,7 @@ class RulerJudge:
                     ) from None  # quoted above with the key cut out; the raw error may carry it
                 found = f"{type(error).__name__}: {error}"
                 answer = []
+                retry_after = _retry_after_seconds(error)
             except ValueError as error:  # RULER's malformed JSON (pydantic) and wrong-count errors
                 if call.raw_answer is None:
                     raise  # raised before any answer arrived: a defect of ours, not the judge's

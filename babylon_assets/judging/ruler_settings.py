@@ -13,6 +13,10 @@ class RulerSettings(BaseModel):
     group_size: int = Field(default=8, ge=1)
     max_concurrency: int = Field(default=4, ge=1)
     max_retries: int = Field(default=3, ge=0)
-    timeout_seconds: float = Field(default=300.0, gt=0)
-    # Wait before retry k (1-based) is retry_backoff_seconds * 2**(k-1).
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    # Wait before retry k (1-based) is retry_backoff_seconds * 2**(k-1), or longer when a 429 says Retry-After.
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    # Each trajectory's share of a judge call (longer ones are shortened in the judge's view only), and
+    # what a call's trajectories may take together: groups are made small enough to fit it.
+    max_trajectory_tokens: int = Field(default=12_000, ge=100)
+    max_group_tokens: int = Field(default=100_000, ge=100)

@@ -15,6 +15,7 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
 from babylon_assets.db.connection import AsyncConn
+from babylon_assets.db.locks import WindowLock, lock_window
 from babylon_assets.errors import BabylonError
 from babylon_assets.judging.cache import AnswerCache
 from babylon_assets.judging.groups import split_groups
@@ -30,8 +31,11 @@ from babylon_assets.judging.judge import (
 from babylon_assets.trajectories.models import Trajectory, window_key
 from babylon_assets.trajectories.reader import load_accepted, load_market_outcomes
 
-# Advisory lock class for storing a window's scores (the second key is the window's epoch hour).
-STORE_LOCK_CLASS = 0x6A756467  # "judg"
+# How long judging one window may take, all its groups, orders and retries together (a judge that
+# never answers would otherwise hold the window for attempts x timeout per order).
+WINDOW_DEADLINE_SECONDS = 600.0
+# Windows of one `score_windows` call judged at the same time.
+MAX_WINDOWS = 2
 
 
 class ScoredTrajectory(BaseModel):
@@ -100,22 +104,35 @@ def _require_autocommit(conn: AsyncConn) -> None:
         )
 
 
-async def score_window(conn: AsyncConn, judge: Judge, window_id: datetime) -> WindowScoring:
+async def score_window(
+    conn: AsyncConn, judge: Judge, window_id: datetime, *, deadline_seconds: float = WINDOW_DEADLINE_SECONDS
+) -> WindowScoring:
     """Score the window's accepted trajectories and store the scores; raises BabylonError on failure."""
     _require_autocommit(conn)
-    return await _score_window(conn, asyncio.Lock(), judge, window_id)
+    return await _score_window(conn, asyncio.Lock(), judge, window_id, deadline_seconds)
 
 
-async def score_windows(conn: AsyncConn, judge: Judge, window_ids: Sequence[datetime]) -> ScoringReport:
-    """Score every window independently; if any failed, raise WindowsFailedError naming each one.
+async def score_windows(
+    conn: AsyncConn,
+    judge: Judge,
+    window_ids: Sequence[datetime],
+    *,
+    deadline_seconds: float = WINDOW_DEADLINE_SECONDS,
+    max_windows: int = MAX_WINDOWS,
+) -> ScoringReport:
+    """Score every window independently, `max_windows` at a time; if any failed, raise WindowsFailedError.
 
     Windows that succeed are stored whatever happens to the others.
     """
     _require_autocommit(conn)
     lock = asyncio.Lock()  # one connection: its uses are serialised, the judge calls are not
-    outcomes = await asyncio.gather(
-        *(_score_window(conn, lock, judge, window_id) for window_id in window_ids), return_exceptions=True
-    )
+    slots = asyncio.Semaphore(max_windows)
+
+    async def one(window_id: datetime) -> WindowScoring:
+        async with slots:
+            return await _score_window(conn, lock, judge, window_id, deadline_seconds)
+
+    outcomes = await asyncio.gather(*(one(window_id) for window_id in window_ids), return_exceptions=True)
     scored: list[WindowScoring] = []
     failed: list[WindowFailure] = []
     unexpected: BaseException | None = None
@@ -135,7 +152,9 @@ async def score_windows(conn: AsyncConn, judge: Judge, window_ids: Sequence[date
     return report
 
 
-async def _score_window(conn: AsyncConn, lock: asyncio.Lock, judge: Judge, window_id: datetime) -> WindowScoring:
+async def _score_window(
+    conn: AsyncConn, lock: asyncio.Lock, judge: Judge, window_id: datetime, deadline_seconds: float
+) -> WindowScoring:
     key = window_key(window_id)
     try:
         async with lock:
@@ -145,15 +164,24 @@ async def _score_window(conn: AsyncConn, lock: asyncio.Lock, judge: Judge, windo
             raise NothingToScoreError(f"window {key} has no accepted trajectories to score; validate it again")
         groups = split_groups(trajectories, judge.group_size)
         cache = AnswerCache(conn, lock)
-        results = await asyncio.gather(
-            *(
-                judge.score_group(
-                    JudgeGroup(window_id=window_id, group_index=index, trajectories=group, outcomes=outcomes), cache
+        try:
+            async with asyncio.timeout(deadline_seconds):
+                results = await asyncio.gather(
+                    *(
+                        judge.score_group(
+                            JudgeGroup(window_id=window_id, group_index=index, trajectories=group, outcomes=outcomes),
+                            cache,
+                        )
+                        for index, group in enumerate(groups)
+                    ),
+                    return_exceptions=True,
                 )
-                for index, group in enumerate(groups)
-            ),
-            return_exceptions=True,
-        )
+        except TimeoutError:
+            raise JudgeFailedError(
+                f"window {key}: the judge did not finish within {deadline_seconds:g} s (window_deadline_seconds); "
+                "answers obtained are cached. Check that the judge answers, or raise the deadline, and score again"
+            ) from None
+
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
             first = failures[0]
@@ -234,9 +262,7 @@ async def _store(
     ]
     async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
         # Two runs storing the same window at once would collide on trajectory_scores' key.
-        await cur.execute(
-            "SELECT pg_advisory_xact_lock(%s, %s)", (STORE_LOCK_CLASS, int(window_id.timestamp()) // 3600)
-        )
+        await lock_window(cur, WindowLock.SCORES, window_id)
         await cur.execute("DELETE FROM judge_groups WHERE window_id = %s", (window_id,))
         await cur.execute(
             "DELETE FROM trajectory_scores WHERE window_id = %s OR trajectory_id = ANY(%s)", (window_id, ids)

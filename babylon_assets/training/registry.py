@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from statistics import fmean
 
 from psycopg.types.json import Jsonb
-from pydantic import JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue
 
 from babylon_assets.db.connection import Conn
 from babylon_assets.errors import BabylonError, ConfigurationError
@@ -35,6 +35,67 @@ def try_lock_model(conn: Conn, model_name: str) -> None:
         raise TrainingInProgressError(
             f"model {model_name!r} is being trained by another run right now; wait for it to finish"
         )
+
+
+class ModelLockLostError(BabylonError):
+    """This trainer no longer provably holds its model: nothing of the step was registered."""
+
+
+class ModelLease(BaseModel):
+    """Proof of holding a model: the fencing token taken and the backend whose session holds the lock."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str
+    token: int
+    backend_pid: int
+
+
+def lock_model(conn: Conn, model_name: str) -> ModelLease:
+    """`try_lock_model`, then take the model's next fencing token; `register_checkpoint` checks both.
+
+    A session lock alone is dropped silently when the server restarts or ends the session, and the
+    trainer would go on registering without it; the token makes any later holder visible.
+    """
+    try_lock_model(conn, model_name)
+    row = conn.execute(
+        "INSERT INTO model_fences (model_name, token) VALUES (%s, 1) ON CONFLICT (model_name) "
+        "DO UPDATE SET token = model_fences.token + 1, taken_at = now() RETURNING token",
+        (model_name,),
+    ).fetchone()
+    if row is None:
+        raise BabylonError(f"taking the fencing token of model {model_name!r} returned nothing; run again")
+    return ModelLease(model_name=model_name, token=row[0], backend_pid=conn.info.backend_pid)
+
+
+def _require_lease(conn: Conn, lease: ModelLease) -> None:
+    """Inside the registering transaction: the token is still ours and our lock's session still holds it.
+
+    The row lock makes a newer trainer's token wait for this transaction, so the check holds until commit.
+    """
+    row = conn.execute(
+        """
+        SELECT f.token, EXISTS (
+            SELECT 1 FROM pg_locks AS l
+            WHERE l.locktype = 'advisory' AND l.granted AND l.pid = %s AND l.objsubid = 1
+              AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0)
+        )
+        FROM model_fences AS f WHERE f.model_name = %s FOR UPDATE
+        """,
+        (lease.backend_pid, lock_key(lease.model_name), lease.model_name),
+    ).fetchone()
+    token, locked = (None, False) if row is None else (row[0], row[1])
+    if token == lease.token and locked:
+        return
+    why = (
+        f"another trainer took it (fencing token {token} > {lease.token})"
+        if token != lease.token
+        else "its lock's connection to PostgreSQL was lost (a server restart or a terminated session)"
+    )
+    raise ModelLockLostError(
+        f"this trainer no longer holds model {lease.model_name!r}: {why}; the step was not registered. "
+        "Run training again: it resumes from the last registered step"
+    )
 
 
 def ensure_policy_model(conn: Conn, policy: PolicySpec) -> None:
@@ -99,13 +160,14 @@ def register_checkpoint(
     eval_windows: int,
     wandb_run_id: str | None,
     wandb_artifact: str | None,
+    lease: ModelLease,
     publish_to: PublishTarget | None = None,
 ) -> int:
     """Register a complete checkpoint with its lineage in one transaction; return its id.
 
-    Also moves the `best` pointer (publishing the promotion to the game when `publish_to` is given) when
-    this checkpoint's held-out
-    margin beats the current best. `conn` must be in autocommit mode so that the transaction below is
+    Also moves the `best` pointer when this checkpoint's held-out margin beats the current best
+    (publishing the promotion to the game when `publish_to` is given); refuses (ModelLockLostError) once
+    `lease` no longer holds the model. `conn` must be in autocommit mode so that the transaction below is
     a real BEGIN/COMMIT rather than a savepoint inside an open transaction.
     """
     if not conn.autocommit:
@@ -115,6 +177,7 @@ def register_checkpoint(
     versions = sorted({f"{t.judge}@{t.rubric_version}" for t in trajectories})
     batch = f"{policy.name}/step-{outcome.step}"
     with conn.transaction():
+        _require_lease(conn, lease)
         row = conn.execute(
             """
             INSERT INTO policy_checkpoints (

@@ -9,6 +9,7 @@ registration leaves nothing registered, so the next run resumes from the last re
 import random
 from datetime import datetime
 
+import psutil
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from babylon_assets.db.connection import connect
@@ -77,6 +78,7 @@ class StepContext(BaseModel):
     plan: Plan
     run_config: dict[str, JsonValue]
     publish_to: PublishTarget | None
+    lease: registry.ModelLease
 
 
 def plan_training(url: str, policy: PolicySpec, config: TrainingConfig) -> Plan:
@@ -137,6 +139,14 @@ def train_one_step(
     except BabylonError:
         raise
     except Exception as error:
+        # torch.OutOfMemoryError (a RuntimeError) is named, not imported: this module is backend-agnostic.
+        if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+            available = psutil.virtual_memory().available / 2**30
+            raise TrainingFailedError(
+                f"step {step} of model {policy.name!r} ran out of memory ({type(error).__name__}: {error}; "
+                f"{available:.1f} GiB of RAM free now); lower --windows-per-iteration or --target-trajectories, "
+                f"or stop other programs, then run again. Nothing was registered; it resumes from step {previous_step}"
+            ) from error
         raise TrainingFailedError(
             f"step {step} of model {policy.name!r} failed ({type(error).__name__}: {error}); "
             f"nothing was registered, the next run resumes from step {previous_step}"
@@ -172,6 +182,7 @@ def train_one_step(
             wandb_run_id=run.run_id,
             wandb_artifact=checkpoint_artifact(policy.name, outcome.step),
             publish_to=context.publish_to,
+            lease=context.lease,
         )
     windows = [window_key(window_id) for window_id in sorted({group.window_id for group in groups})]
     run.log(metrics, step=outcome.step)
@@ -211,10 +222,15 @@ def train_policy(
     `publish_to` publishes each promotion to the game (BABYLON_PUBLISH=1)."""
     policy = trainer.policy
     with connect(url, autocommit=True) as lock_conn:
-        registry.try_lock_model(lock_conn, policy.name)
+        lease = registry.lock_model(lock_conn, policy.name)
         plan = plan_training(url, policy, config)
         context = StepContext(
-            url=url, config=config, plan=plan, run_config=_run_config(trainer, config), publish_to=publish_to
+            url=url,
+            config=config,
+            plan=plan,
+            run_config=_run_config(trainer, config),
+            publish_to=publish_to,
+            lease=lease,
         )
         previous_step = 0 if plan.latest is None else plan.latest.step
         records: list[StepRecord] = []

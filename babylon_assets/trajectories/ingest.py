@@ -14,13 +14,14 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
 from babylon_assets.db.connection import AsyncConn
+from babylon_assets.db.locks import WindowLock, lock_window
 from babylon_assets.trajectories.game import (
     read_market_outcomes,
     require_game_tables,
     stream_window_rows,
     window_row_versions,
 )
-from babylon_assets.trajectories.models import OutcomeSource, window_key
+from babylon_assets.trajectories.models import OutcomeSource
 
 
 class IngestReport(BaseModel):
@@ -39,11 +40,6 @@ class IngestReport(BaseModel):
     bytes: NonNegativeInt
 
 
-def window_lock_key(purpose: str, window_id: datetime) -> str:
-    """The text whose hash is the advisory lock of one window's `purpose` (ingest, validate, score)."""
-    return f"babylon-{purpose}:{window_key(window_id)}"
-
-
 def _content_hash(versions: list[tuple[str, str]], outcomes_json: str) -> str:
     digest = hashlib.sha256()
     for source_id, row_hash in versions:
@@ -58,9 +54,7 @@ async def ingest_window(game: AsyncConn, store: AsyncConn, window_id: datetime) 
     await game.set_read_only(True)
     async with game.transaction(), store.transaction(), store.cursor() as cur:
         await require_game_tables(game)
-        await cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (window_lock_key("ingest", window_id),)
-        )
+        await lock_window(cur, WindowLock.INGEST, window_id)
         versions = [(row.source_id, row.content_hash) for row in await window_row_versions(game, window_id)]
         outcomes = await read_market_outcomes(game, window_id)
         outcomes_json = outcomes.model_dump_json()

@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from babylon_assets.db.connection import AsyncConn
-from babylon_assets.trajectories.ingest import window_lock_key
+from babylon_assets.db.locks import WindowLock, lock_window
 from babylon_assets.trajectories.models import WindowLoad
 from babylon_assets.trajectories.reader import load_window
 
@@ -16,9 +16,8 @@ async def validate_window(conn: AsyncConn, window_id: datetime, *, min_actions: 
     here; otherwise it joins the caller's transaction.
     """
     async with conn.transaction(), conn.cursor() as cur:
-        await cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (window_lock_key("validate", window_id),)
-        )
+        # Two validations of one window at once would both insert its verdicts: one waits here.
+        await lock_window(cur, WindowLock.VALIDATION, window_id)
         load = await load_window(conn, window_id, min_actions=min_actions)
         await cur.execute("DELETE FROM trajectory_validations WHERE window_id = %s", (load.window_id,))
         async with cur.copy(
