@@ -76,3 +76,11 @@ def test_an_unregistered_partition_is_one_line_naming_the_registered_ones(projec
         "2026-11-24T13:00); windows are registered by `babylon train` and by fresh_windows_sensor once they are "
         "over and have 5+ valid agents"
     ]
+
+
+def test_the_profile_is_announced_once_per_command_not_per_dagster_process(project: dict[str, str]) -> None:
+    environment = {name: value for name, value in project.items() if name != "BABYLON_PROFILE"}
+    result = babylon(["dagster", "asset", "list", "-m", "babylon_assets.definitions"], environment)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["raw_trajectories", "scored_groups", "trained_checkpoint", "validated_windows"]
+    assert result.stderr.count("BABYLON_PROFILE is not set; using the local profile") == 1, result.stderr

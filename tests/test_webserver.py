@@ -260,6 +260,11 @@ def test_babylon_dev_serves_the_ui_and_ctrl_c_stops_everything(database_url: str
             time.sleep(0.2)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            # SIGINT, not SIGKILL: babylon dev then stops its Dagster process group, which a kill would orphan.
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         drop_dagster_database(database_url)
