@@ -6,6 +6,7 @@ judge, the CPU trainer and W&B offline; production the RULER judge, the configur
 
 import dagster as dg
 
+from babylon_assets.evaluation.assets import policy_evaluation, promotion_check
 from babylon_assets.jobs import training_job, window_chain_job
 from babylon_assets.judging.assets import scored_groups, scored_groups_check
 from babylon_assets.profile import active_profile
@@ -20,8 +21,8 @@ from sensors import fresh_windows_sensor, training_sensor
 profile = active_profile()
 
 defs = dg.Definitions(
-    assets=[raw_trajectories, validated_windows, scored_groups, trained_checkpoint],
-    asset_checks=[scored_groups_check],
+    assets=[raw_trajectories, validated_windows, scored_groups, trained_checkpoint, policy_evaluation],
+    asset_checks=[scored_groups_check, promotion_check],
     jobs=[window_chain_job, training_job],
     sensors=[fresh_windows_sensor, training_sensor],
     resources={

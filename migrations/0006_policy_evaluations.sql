@@ -30,3 +30,10 @@ CREATE TABLE policy_evaluation_results (
     tokens_per_second double precision,
     PRIMARY KEY (evaluation_id, policy)
 );
+
+-- The `best` pointer moves only through the promotion check, on closed-loop evidence (torch) or on the
+-- held-out margin (backends whose policy cannot run here); what it decided on is kept with it.
+ALTER TABLE best_checkpoints ALTER COLUMN eval_margin DROP NOT NULL;
+ALTER TABLE best_checkpoints ADD COLUMN promoted_on text NOT NULL DEFAULT 'held-out margin'
+    CHECK (promoted_on IN ('closed-loop evaluation', 'held-out margin'));
+ALTER TABLE best_checkpoints ADD COLUMN evidence jsonb NOT NULL DEFAULT '{}';

@@ -111,7 +111,7 @@ def test_paired_comparison_over_the_same_markets() -> None:
     assert single.ci_low is None and single.win_rate == 1.0
 
 
-def _register_tiny_checkpoint(url: str, tmp_path: Path, home: Path) -> None:
+def register_tiny_checkpoint(url: str, tmp_path: Path, home: Path) -> None:
     torch.manual_seed(0)
     policy = PolicySpec(name="policy", base_model="tiny", project="test", backend="torch")
     trainer = TorchTrainer(
@@ -160,7 +160,7 @@ def test_babylon_evaluate_plays_the_tiny_model_and_stores_the_result(
     home = tmp_path / "home"
     monkeypatch.setenv("BABYLON_HOME", str(home))
     monkeypatch.setenv("DATABASE_URL", database_url)
-    _register_tiny_checkpoint(database_url, tmp_path, home)
+    register_tiny_checkpoint(database_url, tmp_path, home)
     assert main(["evaluate", "--model", "policy", "--markets", "1", "--decisions", "2", "--max-new-tokens", "8"]) == 0
     printed = capsys.readouterr().out
     assert "model policy step 1" in printed and "scripted:balanced" in printed

@@ -239,7 +239,7 @@ def evaluate_checkpoint(
                 sample_reply=None,
             )
         )
-    evaluation_id = _store(url, checkpoint.id, settings, scores)
+    evaluation_id = store_evaluation(url, checkpoint.id, settings, scores)
     return EvaluationResult(
         evaluation_id=evaluation_id,
         model_name=model_name,
@@ -252,7 +252,7 @@ def evaluate_checkpoint(
     )
 
 
-def _store(url: str, checkpoint_id: int, settings: EvaluationSettings, scores: Sequence[PolicyScore]) -> int:
+def store_evaluation(url: str, checkpoint_id: int, settings: EvaluationSettings, scores: Sequence[PolicyScore]) -> int:
     with connect(url) as conn, conn.transaction():
         row = conn.execute(
             "INSERT INTO policy_evaluations (checkpoint_id, seed, markets, decisions, persona, max_new_tokens) "

@@ -100,9 +100,9 @@ def register_checkpoint(
 ) -> int:
     """Register a complete checkpoint with its lineage in one transaction; return its id.
 
-    Also marks the trajectories used and moves the `best` pointer when this checkpoint's held-out
-    margin beats the current best. `conn` must be in autocommit mode so that the transaction below is
-    a real BEGIN/COMMIT rather than a savepoint inside an open transaction.
+    Also marks the trajectories used. The `best` pointer is not moved here: only the promotion check
+    moves it, on evidence (babylon_assets/evaluation/promotion.py). `conn` must be in autocommit mode so
+    that the transaction below is a real BEGIN/COMMIT rather than a savepoint inside an open transaction.
     """
     if not conn.autocommit:
         raise BabylonError("register_checkpoint needs an autocommit connection (its transaction must commit)")
@@ -156,14 +156,4 @@ def register_checkpoint(
             "WHERE id IN (SELECT row_id FROM trajectory_validations WHERE accepted AND trajectory_id = ANY(%s))",
             (batch, [t.trajectory_id for t in trajectories]),
         )
-        if eval_margin_after is not None:
-            conn.execute(
-                """
-                INSERT INTO best_checkpoints (model_name, checkpoint_id, eval_margin) VALUES (%s, %s, %s)
-                ON CONFLICT (model_name) DO UPDATE
-                SET checkpoint_id = EXCLUDED.checkpoint_id, eval_margin = EXCLUDED.eval_margin, updated_at = now()
-                WHERE best_checkpoints.eval_margin < EXCLUDED.eval_margin
-                """,
-                (policy.name, checkpoint_id, eval_margin_after),
-            )
     return checkpoint_id

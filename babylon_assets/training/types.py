@@ -106,7 +106,7 @@ class BestCheckpoint(Frozen):
     id: int
     step: int
     location: str
-    eval_margin: float
+    eval_margin: float | None
 
 
 class StepRecord(Frozen):
