@@ -8,7 +8,7 @@ import dagster as dg
 
 from babylon_assets.evaluation.assets import policy_evaluation, promotion_check
 from babylon_assets.jobs import training_job, window_chain_job
-from babylon_assets.judging.assets import scored_groups, scored_groups_check
+from babylon_assets.judging.assets import judge_agreement_check, scored_groups, scored_groups_check
 from babylon_assets.profile import active_profile
 from babylon_assets.training.assets import trained_checkpoint
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
@@ -22,7 +22,7 @@ profile = active_profile()
 
 defs = dg.Definitions(
     assets=[raw_trajectories, validated_windows, scored_groups, trained_checkpoint, policy_evaluation],
-    asset_checks=[scored_groups_check, promotion_check],
+    asset_checks=[scored_groups_check, judge_agreement_check, promotion_check],
     jobs=[window_chain_job, training_job],
     sensors=[fresh_windows_sensor, training_sensor],
     resources={
