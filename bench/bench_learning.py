@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import random
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--max-seq-len", type=int, default=1024)
+    # Logits of 49152-token vocabulary rows dominate memory: 8192 tokens per batch took 21 GB here.
+    parser.add_argument("--tokens-per-batch", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -100,6 +103,7 @@ def main() -> None:
             lora=True,
             threads=args.threads,
             max_seq_len=args.max_seq_len,
+            tokens_per_batch=args.tokens_per_batch,
             checkpoint_root=str(home / "checkpoints"),
         )
 
@@ -118,14 +122,17 @@ def main() -> None:
         summary = simulate(url, agents=AGENTS, windows=args.windows, seed=args.seed, steps_range=(5, 6))
         asyncio.run(_validate_and_score(url, summary.windows))
         phases["simulate+judge"] = time.perf_counter() - started
+        print(f"simulated and judged {len(summary.windows)} windows", file=sys.stderr, flush=True)
 
         started = time.perf_counter()
         trained = train_policy(url, trainer("bench-trained").build(), wandb, config)
         phases["train"] = time.perf_counter() - started
+        print(f"trained {trained.steps_done} step(s) in {phases['train']:.0f} s", file=sys.stderr, flush=True)
         started = time.perf_counter()
         _shuffle_scores(url, args.seed)
         control = train_policy(url, trainer("bench-shuffled").build(), wandb, config)
         phases["train control"] = time.perf_counter() - started
+        print(f"trained the control in {phases['train control']:.0f} s", file=sys.stderr, flush=True)
 
         settings = EvaluationSettings(
             markets=args.markets, seed=args.seed, decisions=args.decisions, max_new_tokens=args.max_new_tokens

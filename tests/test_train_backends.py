@@ -99,6 +99,7 @@ def test_smollm2_trains_lora_adapters_with_the_configured_threads(monkeypatch: p
     monkeypatch.setenv("BABYLON_TORCH_THREADS", "1")
     resource = trainer_resource_for("local")
     assert (resource.base_model, resource.lora, resource.threads) == ("smollm2-135m", True, 1)
+    assert resource.tokens_per_batch == 1024
     assert trainer_resource_for("local").lora and not TrainerResource().lora
     monkeypatch.setenv("BABYLON_TORCH_THREADS", "two")
     with pytest.raises(ConfigurationError, match="BABYLON_TORCH_THREADS='two'"):
