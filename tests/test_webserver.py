@@ -143,10 +143,12 @@ def test_train_command_then_the_ui_shows_the_chain_and_its_runs(
         "validated_windows": ["raw_trajectories"],
         "scored_groups": ["validated_windows"],
         "trained_checkpoint": ["scored_groups"],
+        "policy_evaluation": ["trained_checkpoint"],
     }
     assert sorted(map(str, materialized_partitions(port, "raw_trajectories"))) == [short, first, second]
     assert sorted(map(str, materialized_partitions(port, "scored_groups"))) == [first, second]
     assert materialized_partitions(port, "trained_checkpoint") == [None]
+    assert materialized_partitions(port, "policy_evaluation") == [None]
 
 
 def wait_for_ui(port: int, process: subprocess.Popen[bytes] | subprocess.Popen[str], name: str) -> None:
