@@ -139,6 +139,27 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return ConfigurationError.exit_code if report.problems else 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from babylon_assets.db.connection import babylon_home, resolve_database_url, resolve_store_url
+    from babylon_assets.db.migrate import require_migrated
+    from babylon_assets.evaluation.evaluate import EvaluationSettings, evaluate_checkpoint, render_evaluation
+    from babylon_assets.evaluation.tracking import log_evaluation
+    from babylon_assets.profile import active_profile
+    from babylon_assets.settings import model_name_from_env
+    from resources.wandb import wandb_resource_for
+
+    url = resolve_store_url(resolve_database_url())
+    require_migrated(url)
+    settings = EvaluationSettings(
+        markets=args.markets, seed=args.seed, decisions=args.decisions, max_new_tokens=args.max_new_tokens
+    )
+    model_name = args.model or model_name_from_env()
+    result = evaluate_checkpoint(url, model_name, args.step, settings, models_root=babylon_home() / "models")
+    log_evaluation(wandb_resource_for(active_profile()), result)
+    print(render_evaluation(result))
+    return 0
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -273,6 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the active profile's whole configuration and list every missing or invalid setting",
     )
     doctor.set_defaults(handler=_cmd_doctor)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[debug],
+        help="let the base model, a checkpoint and the scripted strategies play the same unseen simulated markets",
+    )
+    evaluate.add_argument("--model", default=None, help="model name (default: the trainer resource's)")
+    evaluate.add_argument("--step", type=_positive, default=None, help="checkpoint step (default: the latest)")
+    evaluate.add_argument("--markets", type=_positive, default=8, help="simulated markets (default 8)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the markets (default 0)")
+    evaluate.add_argument("--decisions", type=_positive, default=6, help="decisions per market (default 6)")
+    evaluate.add_argument("--max-new-tokens", type=_positive, default=96, help="reply length limit (default 96)")
+    evaluate.set_defaults(handler=_cmd_evaluate)
 
     return parser
 

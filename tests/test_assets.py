@@ -72,7 +72,9 @@ def test_one_window_end_to_end_on_a_postgres_instance(
     result = run_window(instance, key)
 
     assert result.success
-    assert [evaluation.passed for evaluation in result.get_asset_check_evaluations()] == [True, True]
+    checks = {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+    # The outcome judge shows each group in one order: its agreement is not measurable, so no warning.
+    assert len(checks) == 3 and all(checks.values()) and checks["judge_agreement"]
     raw = materialized(instance, "raw_trajectories", key)
     assert raw["rows_read"] == dg.MetadataValue.int(5)
     assert raw["changed_since_last_snapshot"] == dg.MetadataValue.bool(True)

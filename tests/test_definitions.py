@@ -44,6 +44,7 @@ def test_lineage_groups_and_kinds_tell_the_story() -> None:
         "validated_windows": ["raw_trajectories"],
         "scored_groups": ["validated_windows"],
         "trained_checkpoint": ["scored_groups"],
+        "policy_evaluation": ["trained_checkpoint"],
     }
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups == {
@@ -51,6 +52,7 @@ def test_lineage_groups_and_kinds_tell_the_story() -> None:
         "validated_windows": "trajectories",
         "scored_groups": "judging",
         "trained_checkpoint": "training",
+        "policy_evaluation": "training",
     }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)

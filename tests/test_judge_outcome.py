@@ -128,15 +128,25 @@ def test_the_split_is_balanced_and_does_not_depend_on_input_order() -> None:
     assert [len(group) for group in split_groups(trajectories[:9], 8)] == [5, 4]
 
 
-def test_permutation_orders_are_distinct_and_the_second_mirrors_the_first() -> None:
-    ids = [f"t{index}" for index in range(5)]
-    orders = permutation_orders(ids, 4)
+@pytest.mark.parametrize(("size", "count"), [(5, 2), (5, 4), (3, 2), (3, 3), (8, 2), (4, 4), (6, 3)])
+def test_every_trajectory_takes_a_different_position_in_each_order(size: int, count: int) -> None:
+    ids = [f"t{index}" for index in range(size)]
+    orders = permutation_orders(ids, count)
 
-    assert orders == permutation_orders(ids, 4)
-    assert len({tuple(order) for order in orders}) == 4
-    assert orders[1] == orders[0][::-1]
-    assert all(sorted(order) == list(range(5)) for order in orders)
+    assert orders == permutation_orders(ids, count) and len(orders) == count
+    assert all(sorted(order) == list(range(size)) for order in orders)
+    for trajectory in range(size):
+        positions = [order.index(trajectory) for order in orders]
+        # With 2 orders of an odd group, the middle trajectory too moves (a reverse would leave it in place).
+        assert len(set(positions)) == count, (trajectory, positions)
+
+
+def test_a_group_gets_at_most_as_many_orders_as_positions() -> None:
+    ids = [f"t{index}" for index in range(5)]
     assert len(permutation_orders(ids[:2], 4)) == 2 and len(permutation_orders(ids[:1], 4)) == 1
+    # n orders of n: every trajectory takes every position once.
+    full = permutation_orders(ids, 9)
+    assert len(full) == 5 and all(sorted(order.index(t) for order in full) == list(range(5)) for t in range(5))
 
 
 async def test_scoring_with_the_outcome_judge_stores_the_split_and_replaces_earlier_scores(

@@ -94,6 +94,18 @@ def test_torch_is_the_local_profile_default_and_production_needs_its_choices(mon
         trainer_resource_for("local")
 
 
+def test_smollm2_trains_lora_adapters_with_the_configured_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BABYLON_BASE_MODEL", "smollm2-135m")
+    monkeypatch.setenv("BABYLON_TORCH_THREADS", "1")
+    resource = trainer_resource_for("local")
+    assert (resource.base_model, resource.lora, resource.threads) == ("smollm2-135m", True, 1)
+    assert resource.tokens_per_batch == 1024
+    assert trainer_resource_for("local").lora and not TrainerResource().lora
+    monkeypatch.setenv("BABYLON_TORCH_THREADS", "two")
+    with pytest.raises(ConfigurationError, match="BABYLON_TORCH_THREADS='two'"):
+        trainer_resource_for("local")
+
+
 def test_torch_on_cuda_without_a_gpu_fails_instead_of_using_the_cpu() -> None:
     with pytest.raises(ConfigurationError, match="no CUDA GPU"):
         TrainerResource(device="cuda").build()

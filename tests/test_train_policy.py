@@ -15,6 +15,7 @@ from psycopg import sql
 from babylon_assets.cli import main
 from babylon_assets.db.connection import connect
 from babylon_assets.errors import ConfigurationError
+from babylon_assets.evaluation.promotion import PromotionDecision, promote
 from babylon_assets.metadata import MISSING
 from babylon_assets.training import metric_names, registry
 from babylon_assets.training.assets import trained_checkpoint
@@ -100,7 +101,8 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
     assert len(first.held_out_windows) == 1 and first.held_out_windows[0] not in first.windows_used
     assert first.eval_margin_before is not None and first.eval_margin_after is not None
     assert first.steps[1].eval_margin_before == first.steps[0].eval_margin_after
-    assert first.best_checkpoint is not None
+    # Training alone never promotes: only the promotion check moves `best`, on evidence.
+    assert first.best_checkpoint is None
     assert all(metric_names.LOSS in record.metrics and metric_names.REWARD in record.metrics for record in first.steps)
 
     second = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
@@ -123,9 +125,7 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
             "GROUP BY c.id ORDER BY c.step"
         ).fetchall()
         held_out = conn.execute("SELECT count(*) FROM training_window_splits WHERE held_out").fetchone()
-        best = conn.execute(
-            "SELECT b.eval_margin, (SELECT max(eval_margin_after) FROM policy_checkpoints) FROM best_checkpoints b"
-        ).fetchone()
+        best = conn.execute("SELECT count(*) FROM best_checkpoints").fetchone()
     assert [(row[0], row[1], row[2]) for row in lineage] == [(step, 1, AGENTS) for step in (1, 2, 3, 4)]
     # Every step measured the margin on the one held-out window's pair.
     assert all(row[3] == ["test-judge@v1"] and row[5] is not None and row[6] and row[7] == 1 for row in lineage)
@@ -137,7 +137,7 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
         marked = conn.execute('SELECT count(*) FILTER (WHERE "usedInTraining") FROM "trajectories"').fetchone()
     assert marked == (0,)
     assert held_out == (1,)
-    assert best is not None and best[0] == best[1]
+    assert best == (0,)
     # One W&B run per materialization.
     assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 2
 
@@ -383,8 +383,21 @@ def test_publishing_names_the_promoted_checkpoint_in_the_game_and_marks_its_traj
         trainer_resource(tmp_path).build(),
         wandb_resource(tmp_path),
         CONFIG.model_copy(update={"iterations": 1}),
-        target,
     )
+    with connect(game_url) as conn:
+        # Training alone writes nothing to the game: only a promotion publishes.
+        assert conn.execute('SELECT count(*) FROM "trained_models"').fetchone() == (0,)
+    decision = PromotionDecision(
+        promote=True,
+        basis="held-out margin",
+        candidate_id=result.steps[0].checkpoint_id,
+        candidate_step=1,
+        incumbent_id=None,
+        reason="test: promoted",
+        evidence={"eval_margin_after": result.steps[0].eval_margin_after},
+    )
+    with connect(scored_url, autocommit=True) as conn:
+        promote(conn, "policy", decision, target)
     with connect(game_url) as conn:
         published = conn.execute(
             'SELECT "modelId", "version", "baseModel", "status", "storagePath", "evalMetrics" FROM "trained_models"'

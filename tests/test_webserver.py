@@ -192,10 +192,12 @@ def test_train_command_then_the_ui_shows_the_chain_and_its_runs(
         "validated_windows": ["raw_trajectories"],
         "scored_groups": ["validated_windows"],
         "trained_checkpoint": ["scored_groups"],
+        "policy_evaluation": ["trained_checkpoint"],
     }
     assert sorted(map(str, materialized_partitions(port, "raw_trajectories"))) == [short, first, second]
     assert sorted(map(str, materialized_partitions(port, "scored_groups"))) == [first, second]
     assert materialized_partitions(port, "trained_checkpoint") == [None]
+    assert materialized_partitions(port, "policy_evaluation") == [None]
 
     # What a person sees: the lineage page, then scored_groups' page with its latest metadata.
     lineage = rendered_text(port, "/asset-groups", "lineage", tmp_path)

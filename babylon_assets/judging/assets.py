@@ -1,7 +1,8 @@
 """The `scored_groups` asset: one window's accepted trajectories judged and scored in PostgreSQL.
 
 A thin wrapper over `score_window` (tables trajectory_scores, window_scores and the judge's own);
-the blocking check `scored_groups_complete` stops training on a window with a trajectory unscored.
+the blocking check `scored_groups_complete` stops training on a window with a trajectory unscored;
+the warning check `judge_agreement` flags a judge that disagrees with itself across orders.
 """
 
 import asyncio
@@ -9,8 +10,11 @@ import warnings
 from datetime import datetime
 
 import dagster as dg
+from pydantic import Field
 
 from babylon_assets.db.connection import connect_async
+from babylon_assets.errors import BabylonError
+from babylon_assets.judging.quality import JudgeQuality, measure_judge_quality
 from babylon_assets.judging.scoring import ScoreCompleteness, WindowScoring, score_completeness, score_window
 from babylon_assets.metadata import markdown_table, score_distribution
 from babylon_assets.partitions import window_partitions
@@ -95,7 +99,34 @@ async def scored_groups(
         scoring = await score_window(
             conn, judge.build_judge(), window_id, deadline_seconds=judge.window_deadline_seconds
         )
-    return dg.MaterializeResult(metadata=scoring_metadata(scoring))
+        quality = await measure_judge_quality(conn, window_id, judge=scoring.judge)
+    return dg.MaterializeResult(metadata={**scoring_metadata(scoring), **quality_metadata(quality)})
+
+
+def _tau_value(value: float | None) -> dg.MetadataValue:
+    return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(value)
+
+
+def quality_metadata(quality: JudgeQuality) -> dict[str, dg.MetadataValue]:
+    return {
+        "judge_pnl_kendall_tau": _tau_value(quality.score_pnl_tau),
+        "permutation_kendall_tau": _tau_value(quality.permutation_tau),
+    }
+
+
+class JudgeAgreementConfig(dg.Config):
+    min_permutation_tau: float = Field(
+        default=0.5, ge=-1, le=1, description="warn when the judge agrees with itself across orders less than this"
+    )
+
+
+async def _stored_quality(url: str, window_id: datetime) -> tuple[float | None, float | None] | None:
+    async with await connect_async(url) as conn:
+        cursor = await conn.execute(
+            "SELECT score_pnl_tau, permutation_tau FROM judge_window_quality WHERE window_id = %s", (window_id,)
+        )
+        row = await cursor.fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 def with_judge_kinds(asset: dg.AssetsDefinition, kind: JudgeKind) -> dg.AssetsDefinition:
@@ -137,4 +168,32 @@ with warnings.catch_warnings():
                 "unexpected": dg.MetadataValue.json(verdict.unexpected[:50]),
                 "out_of_range": dg.MetadataValue.json(verdict.out_of_range[:50]),
             },
+        )
+
+    @dg.asset_check(
+        asset=scored_groups,
+        name="judge_agreement",
+        blocking=False,
+        partitions_def=window_partitions,
+        description="Warns when the judge's scores of the same group in different orders agree (Kendall tau) "
+        "less than the configured threshold; also shows the scores' Kendall tau with the realized P&L.",
+    )
+    def judge_agreement_check(
+        context: dg.AssetCheckExecutionContext, config: JudgeAgreementConfig, database: DatabaseResource
+    ) -> dg.AssetCheckResult:
+        stored = asyncio.run(_stored_quality(database.store_url(), parse_window_key(context.partition_key)))
+        if stored is None:
+            raise BabylonError(f"window {context.partition_key} has no judge quality; materialize scored_groups")
+        score_pnl, agreement = stored
+        # One order (the outcome judge) has nothing to disagree with.
+        passed = agreement is None or agreement >= config.min_permutation_tau
+        return dg.AssetCheckResult(
+            passed=passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                "one order per group, agreement not measurable"
+                if agreement is None
+                else f"permutation Kendall tau {agreement:.2f} (threshold {config.min_permutation_tau:.2f})"
+            ),
+            metadata={"permutation_kendall_tau": _tau_value(agreement), "judge_pnl_kendall_tau": _tau_value(score_pnl)},
         )

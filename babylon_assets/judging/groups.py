@@ -37,25 +37,21 @@ def split_groups(trajectories: Sequence[Trajectory], group_size: int) -> list[li
 
 
 def permutation_orders(trajectory_ids: Sequence[str], count: int) -> list[list[int]]:
-    """Up to `count` distinct orders (indices into `trajectory_ids`) to show a group in.
+    """Up to `count` orders (indices into `trajectory_ids`) to show a group in, in which every trajectory
+    takes a different position in each order.
 
-    The second order is the reverse of the first, so every trajectory's position is mirrored (the
-    usual remedy for an LLM judge's position bias); further orders are seeded shuffles. A group has
-    only n! orders, so small groups get fewer.
+    The orders are cyclic shifts of one seeded shuffle, spread evenly over the group: order k shows at
+    position p the trajectory at (p + shift_k) mod n of the shuffle, so no trajectory keeps its position
+    from one order to another (a reverse would leave the middle of an odd group in place, with no control
+    of the judge's position bias). A group of n has only n such orders; with n of them every trajectory
+    takes every position once.
     """
     if count < 1:
         raise ValueError(f"the number of permutations must be at least 1, got {count}")
     size = len(trajectory_ids)
-    wanted = min(count, math.factorial(size))
+    wanted = min(count, size)
     seed = int(_id_hash("\n".join(trajectory_ids))[:16], 16)
-    rng = random.Random(seed)
-    orders: list[list[int]] = []
-    while len(orders) < wanted:
-        if len(orders) == 1:
-            candidate = orders[0][::-1]
-        else:
-            candidate = list(range(size))
-            rng.shuffle(candidate)
-        if candidate not in orders:
-            orders.append(candidate)
-    return orders
+    shuffled = list(range(size))
+    random.Random(seed).shuffle(shuffled)
+    shifts = [index * size // wanted for index in range(wanted)]
+    return [[shuffled[(position + shift) % size] for position in range(size)] for shift in shifts]

@@ -16,7 +16,7 @@ import torch
 from pydantic import JsonValue, SecretStr
 
 from babylon_assets.errors import BabylonError, ConfigurationError
-from babylon_assets.training.hf_policy import TINY
+from babylon_assets.training.hf_policy import BUILT_MODELS
 from babylon_assets.training.types import CheckpointRef, Margin, MarginPair, PolicySpec, ScoredGroup, StepOutcome
 from babylon_assets.trajectories.models import window_key
 
@@ -58,10 +58,10 @@ class ArtTrainer(ABC):
     """Shared driving of an ART backend: one event loop, one registered TrainableModel."""
 
     def __init__(self, policy: PolicySpec) -> None:
-        if policy.base_model == TINY:
+        if policy.base_model in BUILT_MODELS:
             raise ConfigurationError(
                 f"backend {policy.backend!r} trains a real Hugging Face model; set base_model to its id "
-                "(e.g. Qwen/Qwen2.5-0.5B-Instruct), 'tiny' exists only for the torch backend"
+                f"(e.g. Qwen/Qwen2.5-0.5B-Instruct), {policy.base_model!r} exists only for the torch backend"
             )
         self._policy = policy
         self._loop = asyncio.new_event_loop()

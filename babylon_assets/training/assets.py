@@ -9,7 +9,6 @@ from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.metadata import markdown_table
 from babylon_assets.training import metric_names
 from babylon_assets.training.config import TrainingConfig
-from babylon_assets.training.publish import publish_target
 from babylon_assets.training.train import train_policy
 from babylon_assets.training.types import StepRecord, TrainingResult
 from resources.database import DatabaseResource
@@ -108,8 +107,7 @@ def trained_checkpoint(
     trainer: TrainerResource,
     wandb: WandbResource,
 ) -> dg.MaterializeResult[None]:
-    publish_to = publish_target(database.game_url())
-    result = train_policy(database.store_url(), trainer.build(), wandb, config, publish_to)
+    result = train_policy(database.store_url(), trainer.build(), wandb, config)
     # One observation per step, so the asset's plots show the learning curve within a run too.
     for record in result.steps:
         context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=step_metrics(record)))

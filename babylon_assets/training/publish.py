@@ -9,7 +9,6 @@ a window look changed.
 """
 
 import os
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from psycopg import sql
@@ -17,7 +16,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from babylon_assets.db.connection import STORE_URL_ENV, Conn, connect, resolve_store_base_url
-from babylon_assets.errors import ConfigurationError
+from babylon_assets.errors import BabylonError, ConfigurationError
 
 PUBLISH_ENV = "BABYLON_PUBLISH"
 
@@ -28,21 +27,6 @@ class PublishTarget(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     game_schema: str
-
-
-class PublishedModel(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    model_name: str
-    step: int
-    base_model: str
-    storage_path: str
-    wandb_run_id: str | None
-    wandb_artifact: str | None
-    avg_reward: float
-    eval_metrics: dict[str, JsonValue]
-    batch: str
-    trajectory_ids: Sequence[str]
 
 
 def publish_target(game_url: str) -> PublishTarget | None:
@@ -70,10 +54,26 @@ def publish_target(game_url: str) -> PublishTarget | None:
     return PublishTarget(game_schema=str(found[0]))
 
 
-def publish(conn: Conn, target: PublishTarget, model: PublishedModel) -> None:
-    """Write the game's rows inside the caller's transaction (the promotion's)."""
+def publish_promotion(conn: Conn, target: PublishTarget, checkpoint_id: int, evidence: dict[str, JsonValue]) -> None:
+    """Write the game's rows for the promoted checkpoint, inside the caller's transaction (the promotion's)."""
+    found = conn.execute(
+        """
+        SELECT c.model_name, c.step, m.base_model, c.location, c.wandb_run_id, c.wandb_artifact,
+               (SELECT avg(score) FROM checkpoint_trajectories WHERE checkpoint_id = c.id),
+               (SELECT array_agg(trajectory_id ORDER BY trajectory_id) FROM checkpoint_trajectories
+                WHERE checkpoint_id = c.id)
+        FROM policy_checkpoints AS c JOIN policy_models AS m ON m.name = c.model_name
+        WHERE c.id = %s
+        """,
+        (checkpoint_id,),
+    ).fetchone()
+    if found is None:
+        raise BabylonError(f"checkpoint {checkpoint_id} is not registered; nothing to publish")
+    model_name, step, base_model, location, wandb_run_id, wandb_artifact, avg_reward, trajectory_ids = found
     now = datetime.now(UTC).replace(tzinfo=None)  # the game's TIMESTAMP(3) holds UTC without a zone
-    model_id = f"{model.model_name}-step-{model.step}"
+    model_id = f"{model_name}-step-{step}"
+    # The registry's name for the step's batch (see registry.register_checkpoint).
+    batch = f"{model_name}/step-{step}"
     conn.execute(
         sql.SQL(
             """
@@ -86,14 +86,14 @@ def publish(conn: Conn, target: PublishTarget, model: PublishedModel) -> None:
         (
             f"babylon:{model_id}",
             model_id,
-            str(model.step),
-            model.base_model,
-            model.batch,
-            model.storage_path,
-            model.avg_reward,
-            Jsonb(model.eval_metrics),
-            model.wandb_run_id,
-            model.wandb_artifact,
+            str(step),
+            base_model,
+            batch,
+            location,
+            avg_reward,
+            Jsonb(evidence),
+            wandb_run_id,
+            wandb_artifact,
             now,
             now,
         ),
@@ -103,5 +103,5 @@ def publish(conn: Conn, target: PublishTarget, model: PublishedModel) -> None:
             'UPDATE {} SET "usedInTraining" = true, "trainedInBatch" = %s, "updatedAt" = %s '
             'WHERE "trajectoryId" = ANY(%s)'
         ).format(sql.Identifier(target.game_schema, "trajectories")),
-        (model.batch, now, list(model.trajectory_ids)),
+        (batch, now, list(trajectory_ids or [])),
     )

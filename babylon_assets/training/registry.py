@@ -2,14 +2,12 @@
 `register_checkpoint` committed it together with all of its lineage."""
 
 from collections.abc import Sequence
-from statistics import fmean
 
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from babylon_assets.db.connection import Conn
 from babylon_assets.errors import BabylonError, ConfigurationError
-from babylon_assets.training.publish import PublishedModel, PublishTarget, publish
 from babylon_assets.training.types import (
     BestCheckpoint,
     CheckpointRef,
@@ -161,14 +159,13 @@ def register_checkpoint(
     wandb_run_id: str | None,
     wandb_artifact: str | None,
     lease: ModelLease,
-    publish_to: PublishTarget | None = None,
 ) -> int:
     """Register a complete checkpoint with its lineage in one transaction; return its id.
 
-    Also moves the `best` pointer when this checkpoint's held-out margin beats the current best
-    (publishing the promotion to the game when `publish_to` is given); refuses (ModelLockLostError) once
-    `lease` no longer holds the model. `conn` must be in autocommit mode so that the transaction below is
-    a real BEGIN/COMMIT rather than a savepoint inside an open transaction.
+    The `best` pointer is not moved here: only the promotion check moves it, on evidence
+    (babylon_assets/evaluation/promotion.py). Refuses (ModelLockLostError) once `lease` no longer holds the
+    model. `conn` must be in autocommit mode so that the transaction below is a real BEGIN/COMMIT rather
+    than a savepoint inside an open transaction.
     """
     if not conn.autocommit:
         raise BabylonError("register_checkpoint needs an autocommit connection (its transaction must commit)")
@@ -219,36 +216,4 @@ def register_checkpoint(
                     for t in trajectories
                 ],
             )  # fmt: skip
-        if eval_margin_after is not None:
-            promoted = conn.execute(
-                """
-                INSERT INTO best_checkpoints (model_name, checkpoint_id, eval_margin) VALUES (%s, %s, %s)
-                ON CONFLICT (model_name) DO UPDATE
-                SET checkpoint_id = EXCLUDED.checkpoint_id, eval_margin = EXCLUDED.eval_margin, updated_at = now()
-                WHERE best_checkpoints.eval_margin < EXCLUDED.eval_margin
-                RETURNING checkpoint_id
-                """,
-                (policy.name, checkpoint_id, eval_margin_after),
-            ).fetchone()
-            if promoted is not None and publish_to is not None:
-                publish(
-                    conn,
-                    publish_to,
-                    PublishedModel(
-                        model_name=policy.name,
-                        step=outcome.step,
-                        base_model=policy.base_model,
-                        storage_path=outcome.checkpoint.location,
-                        wandb_run_id=wandb_run_id,
-                        wandb_artifact=wandb_artifact,
-                        avg_reward=fmean(t.score for t in trajectories),
-                        eval_metrics={
-                            "eval_margin_before": eval_margin_before,
-                            "eval_margin_after": eval_margin_after,
-                            "eval_windows": eval_windows,
-                        },
-                        batch=batch,
-                        trajectory_ids=[t.trajectory_id for t in trajectories],
-                    ),
-                )
     return checkpoint_id

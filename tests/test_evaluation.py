@@ -1,0 +1,188 @@
+"""Closed-loop evaluation: replies parsed into actions, executed in the simulated market, stored per checkpoint."""
+
+import json
+import random
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import torch
+
+from babylon_assets.cli import main
+from babylon_assets.db.connection import connect
+from babylon_assets.evaluation.evaluate import paired_comparison
+from babylon_assets.evaluation.market_play import (
+    BuySharesAction,
+    NoTradeAction,
+    OpenPerpAction,
+    Reply,
+    decision_minutes,
+    evaluation_market,
+    execute,
+    parse_action,
+    persona,
+    play_market,
+)
+from babylon_assets.training import registry
+from babylon_assets.training.torch_backend import TorchTrainer
+from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory, TorchSettings
+from babylon_assets.trajectories.messages import ChatMessage
+from babylon_assets.trajectories.simulate import TRADING_FEE, _Portfolio, generate_trajectory, simulate_market
+
+WINDOW = datetime(2026, 11, 24, 13, tzinfo=UTC)
+
+
+def test_replies_parse_into_actions_and_anything_else_is_none() -> None:
+    opened = parse_action(
+        'Sure! {"action": "OPEN_PERP", "parameters": {"ticker": "NOVA", "side": "long", "margin": 50, '
+        '"leverage": 3}, "reasoning": "up"} and more text'
+    )
+    assert isinstance(opened, OpenPerpAction) and opened.parameters.ticker == "NOVA"
+    bought = parse_action('{"action": "BUY_SHARES", "parameters": {"marketId": "pm-1", "outcome": "NO", "amount": 5}}')
+    assert isinstance(bought, BuySharesAction) and bought.parameters.market_id == "pm-1"
+    assert isinstance(parse_action('{"action": "HOLD", "parameters": {}, "reasoning": "wait"}'), NoTradeAction)
+    for reply in (
+        "I would buy BABY.",
+        '{"action": "OPEN_PERP", "parameters": {"ticker": "NOVA", "side": "up", "margin": 50, "leverage": 3}}',
+        '{"action": "OPEN_PERP", "parameters": {"ticker": "NOVA", "side": "long", "margin": 50, "leverage": 500}}',
+        '{"action": "OPEN_PERP", "parameters": {"ticker": "NOVA", "side": "long", "margin": Infinity, "leverage": 2}}',
+        '{"action": "TELEPORT"}',
+        '{"action": "HOLD"',
+        "[1, 2]",
+    ):
+        assert parse_action(reply) is None, reply
+
+
+@pytest.mark.parametrize("agent_index", range(5))
+def test_replaying_a_scripted_agents_replies_reproduces_its_pnl(agent_index: int) -> None:
+    # execute() applies the simulator's trading rules: the scripted agent's own replies, executed at its
+    # own minutes, earn exactly the P&L the simulator gave it.
+    market = simulate_market(random.Random("replay"), WINDOW)
+    row = generate_trajectory(seed=3, window_id=WINDOW, market=market, agent_index=agent_index)
+    start = row.steps[0].environment_state.agent_balance
+    book = _Portfolio(cash=start)
+    for step in row.steps:
+        call = step.llm_calls[0]
+        minute = int(re.search(r"minute (\d+)\.", call.user_prompt).group(1))  # type: ignore[union-attr]
+        action = parse_action(call.response)
+        assert action is not None, call.response
+        assert execute(action, market, book, minute)
+    assert book.equity(market, 60, settled=True) - start == pytest.approx(row.total_reward, abs=1e-3)
+
+
+def test_an_invalid_or_infeasible_reply_is_held_and_counted() -> None:
+    window_id, market = evaluation_market(seed=0, index=0)
+    ticker = persona("balanced").preferred_tickers[0]
+    replies = iter(
+        [
+            "no idea",
+            json.dumps(
+                {"action": "OPEN_PERP", "parameters": {"ticker": ticker, "side": "long", "margin": 5e6, "leverage": 2}}
+            ),
+            json.dumps(
+                {"action": "OPEN_PERP", "parameters": {"ticker": ticker, "side": "long", "margin": 100, "leverage": 2}}
+            ),
+            json.dumps({"action": "CLOSE_PERP", "parameters": {"ticker": "ZZZZ"}}),
+        ]
+    )
+    result = play_market(
+        lambda messages: Reply(text=next(replies), tokens=3, seconds=0.5), market, window_id, persona("balanced"), 4
+    )
+    assert (result.decisions, result.invalid, result.tokens, result.seconds) == (4, 3, 12, 2.0)
+    # The one valid trade determines the P&L: long 100 x2 from the third decision, settled at the end.
+    prices = market.tickers[ticker].prices
+    third_minute = decision_minutes(4)[2]
+    assert result.pnl == pytest.approx(100 * 2 * (prices[60] / prices[third_minute] - 1) - 100 * 2 * TRADING_FEE)
+    hold = play_market(
+        lambda messages: Reply(text="HOLD", tokens=1, seconds=0.1), market, window_id, persona("balanced"), 3
+    )
+    assert hold.pnl == 0 and hold.invalid == 3
+
+
+def test_paired_comparison_over_the_same_markets() -> None:
+    better = paired_comparison([3.0, 5.0, 4.0, 6.0], [1.0, 2.0, 2.0, 3.0])
+    assert better.mean_difference == pytest.approx(2.5) and better.win_rate == 1.0
+    assert better.ci_low is not None and better.ci_high is not None and 0 < better.ci_low < 2.5 < better.ci_high
+    assert better.p_value < 0.01
+    worse = paired_comparison([1.0, 2.0, 2.0, 3.0], [3.0, 5.0, 4.0, 6.0])
+    assert worse.p_value > 0.99 and worse.win_rate == 0.0
+    single = paired_comparison([1.0], [0.0])
+    assert single.ci_low is None and single.win_rate == 1.0
+
+
+def register_tiny_checkpoint(url: str, tmp_path: Path, home: Path) -> None:
+    torch.manual_seed(0)
+    policy = PolicySpec(name="policy", base_model="tiny", project="test", backend="torch")
+    trainer = TorchTrainer(
+        policy,
+        TorchSettings(max_seq_len=64, threads=1),
+        checkpoint_root=tmp_path / "checkpoints",
+        models_root=home / "models",
+    )
+    messages = [ChatMessage(role="user", content="Act."), ChatMessage(role="assistant", content="HOLD")]
+    group = ScoredGroup(
+        window_id=WINDOW,
+        group_index=0,
+        trajectories=[
+            ScoredTrajectory(
+                trajectory_id=name,
+                window_id=WINDOW,
+                snapshot_id=1,
+                source_id=f"row-{name}",
+                group_index=0,
+                score=score,
+                judge="t",
+                rubric_version="v1",
+                messages=messages,
+            )
+            for name, score in (("a", 1.0), ("b", 0.0))
+        ],
+    )
+    outcome = trainer.train_step([group], step=1, learning_rate=1e-3, seed=0)
+    with connect(url, autocommit=True) as conn:
+        registry.ensure_policy_model(conn, policy)
+        # Registered without lineage: evaluation needs only the checkpoint.
+        registry.register_checkpoint(
+            conn,
+            lease=registry.lock_model(conn, policy.name),
+            policy=policy,
+            outcome=outcome,
+            groups=[],
+            config={},
+            eval_margin_before=None,
+            eval_margin_after=None,
+            eval_windows=0,
+            wandb_run_id=None,
+            wandb_artifact=None,
+        )
+
+
+def test_babylon_evaluate_plays_the_tiny_model_and_stores_the_result(
+    database_url: str,
+    store_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("BABYLON_HOME", str(home))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    register_tiny_checkpoint(store_url, tmp_path, home)
+    assert main(["evaluate", "--model", "policy", "--markets", "1", "--decisions", "2", "--max-new-tokens", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "model policy step 1" in printed and "scripted:balanced" in printed
+    with connect(store_url) as conn:
+        rows = conn.execute(
+            "SELECT r.policy, r.invalid_rate, r.tokens_per_second, array_length(r.market_pnls, 1), e.markets "
+            "FROM policy_evaluation_results AS r JOIN policy_evaluations AS e ON e.id = r.evaluation_id "
+            "ORDER BY r.policy"
+        ).fetchall()
+    policies = {row[0]: row for row in rows}
+    assert set(policies) == {"base", "checkpoint"} | {
+        f"scripted:{name}" for name in ("conservative", "balanced", "aggressive", "momentum", "contrarian")
+    }
+    # A random tiny model never writes a valid action: every reply is counted invalid and held.
+    assert policies["base"][1] == 1.0 and policies["checkpoint"][1] == 1.0
+    assert policies["base"][2] > 0 and policies["scripted:balanced"][1] is None
+    assert all(row[3] == 1 and row[4] == 1 for row in rows)

