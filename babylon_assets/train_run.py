@@ -327,9 +327,14 @@ def _train(
             tags=tags,
             raise_on_error=False,
         )
-        if not result.success:
+        evaluations = result.get_asset_check_evaluations()
+        failed_steps = [event.step_key for event in result.all_events if event.is_step_failure]
+        # A candidate the promotion check did not find better fails the check's own (blocking) step: that
+        # is a verdict, not a failure. Any other failed step is.
+        refused = [e for e in evaluations if not e.passed] and failed_steps == ["policy_evaluation_promotion_check"]
+        if not result.success and not refused:
             raise TrainingFailedError(f"training failed: {failure_reason(result)}")
-    [promotion] = result.get_asset_check_evaluations()
+    [promotion] = evaluations
     verdict = "promoted to best" if promotion.passed else "not promoted"
     return TrainReport(
         windows=outcomes,

@@ -2,19 +2,18 @@
 
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
-from babylon_assets.db.connection import AsyncConn
+from babylon_assets.db.connection import DEFAULT_SCHEMA, AsyncConn, store_conninfo
 from babylon_assets.judging.scoring import WindowsFailedError, score_windows
 from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import window_key
 from babylon_assets.trajectories.reader import load_accepted
-from babylon_assets.trajectories.validation import validate_window
 from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
 from tests.test_judge import START, conn, ruler_judge, seeded_windows, server
-from tests.trajectory_rows import fixture_steps, insert_rows, row, window_agents
+from tests.trajectory_rows import fixture_steps, ingest_and_validate, insert_rows, row, window_agents
 
 __all__ = ["conn", "server"]  # fixtures
 
@@ -85,13 +84,13 @@ async def test_windows_are_judged_side_by_side_up_to_the_limit(
 async def test_an_overlong_trajectory_is_shortened_in_the_judges_view_only_and_its_window_scores(
     database_url: str, conn: AsyncConn, server: JudgeServer
 ) -> None:
-    steps = fixture_steps("recorder", 5)
+    steps = fixture_steps("recorder", 5, start_ms=int((START + timedelta(minutes=1)).timestamp() * 1000))
     calls = steps[0]["llmCalls"]
     assert isinstance(calls, list) and isinstance(calls[0], dict)
     calls[0]["userPrompt"] = "market tape " * 100_000  # 1.2 MB in one prompt
-    rows = [*window_agents(START, 4), {**row(START, "agent-big"), "steps": json.dumps(steps)}]
+    rows = [*window_agents(START, 4), {**row(START, "agent-big"), "stepsJson": json.dumps(steps)}]
     insert_rows(database_url, rows)
-    await validate_window(conn, START, min_actions=1)
+    await ingest_and_validate(database_url, store_conninfo(database_url, DEFAULT_SCHEMA), [START], min_actions=1)
     judge = ruler_judge(server, permutations=1, max_trajectory_tokens=2000)
 
     report = await score_windows(conn, judge, [START])

@@ -82,5 +82,11 @@ def test_the_profile_is_announced_once_per_command_not_per_dagster_process(proje
     environment = {name: value for name, value in project.items() if name != "BABYLON_PROFILE"}
     result = babylon(["dagster", "asset", "list", "-m", "babylon_assets.definitions"], environment)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["raw_trajectories", "scored_groups", "trained_checkpoint", "validated_windows"]
+    assert result.stdout.split() == [
+        "policy_evaluation",
+        "raw_trajectories",
+        "scored_groups",
+        "trained_checkpoint",
+        "validated_windows",
+    ]
     assert result.stderr.count("BABYLON_PROFILE is not set; using the local profile") == 1, result.stderr

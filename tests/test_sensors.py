@@ -214,14 +214,14 @@ def fail_requested_run(instance: dg.DagsterInstance, request: dg.RunRequest, rea
 
 
 def test_a_failed_training_run_is_retried_with_backoff_then_stops_loudly(
-    use_database: str, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    use_database: str, store_url: str, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     moment = [datetime.now(UTC)]
     monkeypatch.setattr(training, "current_time", lambda: moment[0])
     monkeypatch.setenv("BABYLON_TRAINING_ATTEMPTS", "3")
     monkeypatch.setenv("BABYLON_TRAINING_RETRY_SECONDS", "60")
     for hours in (5, 4, 3):
-        add_scored_window(use_database, hours_ago(hours))
+        add_scored_window(store_url, hours_ago(hours))
 
     first = tick_training(instance)
     assert isinstance(first, dg.RunRequest)
