@@ -130,14 +130,13 @@ def start_train(database_url: str, home: Path) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_line(process: subprocess.Popen[str], text: str) -> list[str]:
-    assert process.stderr is not None
-    lines: list[str] = []
-    for line in process.stderr:
-        lines.append(line)
-        if text in line:
-            return lines
-    raise AssertionError(f"the process ended without printing {text!r}: {''.join(lines)}")
+def wait_for_training_run(process: subprocess.Popen[str], instance: dg.DagsterInstance) -> None:
+    """Until `babylon train` has created its training run (its progress lines go to a terminal only)."""
+    deadline = time.monotonic() + 300
+    while not instance.get_runs(filters=dg.RunsFilter(job_name="training_job", tags={"babylon/command": "train"})):
+        assert process.poll() is None, f"babylon train ended early: {process.communicate()[1]}"
+        assert time.monotonic() < deadline, "babylon train created no training run within 300 s"
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize(("stop", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
@@ -153,7 +152,7 @@ def test_a_signal_while_babylon_train_waits_for_the_training_slot_cancels_the_ru
     simulate_windows(database_url, windows=3, agents=5)
     holder = started_run(instance, worker)  # a live run of another process holds the one training slot
     train = start_train(database_url, tmp_path)
-    wait_for_line(train, "babylon train: training 1 iteration(s)")
+    wait_for_training_run(train, instance)
     time.sleep(3)  # waiting for the slot now
 
     train.send_signal(stop)
@@ -175,7 +174,7 @@ def test_a_killed_babylon_train_is_followed_by_one_that_finishes_without_manual_
 ) -> None:
     simulate_windows(database_url, windows=3, agents=5)
     killed = start_train(database_url, tmp_path)
-    wait_for_line(killed, "babylon train: training 1 iteration(s)")
+    wait_for_training_run(killed, instance)
     deadline = time.monotonic() + 30
     while not instance.event_log_storage.get_concurrency_run_ids() and time.monotonic() < deadline:
         time.sleep(0.1)  # until the training step holds its slot
