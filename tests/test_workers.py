@@ -36,7 +36,11 @@ def worker_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Itera
 def test_without_a_broker_runs_stay_next_to_the_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BABYLON_CELERY_BROKER", raising=False)
     monkeypatch.delenv("BABYLON_CELERY_BACKEND", raising=False)
-    assert "run_launcher" not in instance_config(URL)
+    # Dagster's default launcher (a process next to the daemon), with the process check run monitoring needs.
+    assert instance_config(URL)["run_launcher"] == {
+        "module": "babylon_assets.run_health",
+        "class": "ProcessCheckingRunLauncher",
+    }
 
 
 def test_a_broker_puts_the_celery_launcher_in_dagster_yaml_without_its_urls(
