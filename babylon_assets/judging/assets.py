@@ -104,7 +104,7 @@ async def scored_groups(
 
 
 def _tau_value(value: float | None) -> dg.MetadataValue:
-    return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(value)
+    return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(round(value, SCORE_DIGITS))
 
 
 def quality_metadata(quality: JudgeQuality) -> dict[str, dg.MetadataValue]:
