@@ -1,27 +1,33 @@
-"""Register each newly completed, eligible window as a partition and request its ingest-validate-score run.
+"""Register each settled, eligible window as a partition and request its ingest-validate-score run.
 
-The cursor is the last completed window already considered, so a tick reads only the rows of
-windows after it: the work is proportional to what is new, whatever the history.
+Discovery follows what the game recorded, not the clock. The cursor is a watermark over the rows'
+"createdAt"/"updatedAt": a tick reads the rows written since the watermark less an overlap (a row
+whose transaction commits late carries a write time before its commit), skips the ones it already
+saw, and marks their windows as settling. A window settles once it is over and has had no new row
+for the settle delay; then, if eligible, its chain is requested with the run key
+`<window>@<content hash prefix>`, the hash being that of the snapshot its ingest will make. The same
+content never runs twice (Dagster drops a run key it has seen) and changed content always runs
+again, replacing the window's scores. A tick's work follows the rows written since the last one.
 """
 
 import asyncio
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from babylon_assets.db.connection import AsyncConn, connect_async
 from babylon_assets.jobs import window_chain_job
-from babylon_assets.partitions import (
-    HOUR,
-    before_lookback,
-    eligible_windows_between,
-    latest_completed_window,
-    window_partitions,
-)
+from babylon_assets.partitions import HOUR, WINDOW_PARTITIONS, eligible_windows_between, window_partitions
 from babylon_assets.trajectories.config import WindowDiscovery
-from babylon_assets.trajectories.models import WindowCandidate, parse_window_key, window_key
+from babylon_assets.trajectories.game import rows_written_since
+from babylon_assets.trajectories.ingest import window_content
+from babylon_assets.trajectories.models import lookback_start, parse_window_key
 from resources.database import DatabaseResource
+
+CONTENT_TAG = "babylon/content_hash"
+# The run key's share of the window's content hash: 48 bits, no collision among a window's versions.
+HASH_PREFIX = 12
 
 
 def current_time() -> datetime:
@@ -29,37 +35,121 @@ def current_time() -> datetime:
     return datetime.now(UTC)
 
 
-class FreshWindows(BaseModel):
-    """What one tick found: the new eligible windows, the next cursor, and what it waits for next."""
+class DiscoveryCursor(BaseModel):
+    """What the sensor knows between ticks (stored as JSON)."""
 
     model_config = ConfigDict(frozen=True)
 
-    windows: list[WindowCandidate]
-    considered: int
-    cursor: str
-    waiting_for: str
+    # The latest write time seen among the game's rows.
+    watermark: datetime
+    # Rows written within the overlap before the watermark, by id: read again next tick, not new then.
+    seen: dict[str, datetime] = Field(default_factory=dict)
+    # Windows with rows not yet taken up: window key -> the latest write time among their new rows.
+    settling: dict[str, datetime] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> "DiscoveryCursor | None":
+        """The stored cursor; None before the first tick or after the clock-based cursor of earlier
+        versions (a window key): discovery then reads the whole lookback once."""
+        if not cursor:
+            return None
+        try:
+            return cls.model_validate_json(cursor)
+        except ValidationError:
+            return None
+
+
+class WindowRun(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    content_hash: str
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.key}@{self.content_hash[:HASH_PREFIX]}"
+
+
+class FreshWindows(BaseModel):
+    """What one tick found: the settled eligible windows, the next cursor, and why nothing else runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    windows: list[WindowRun]
+    cursor: DiscoveryCursor
+    skip_reason: str
+
+
+def _minute(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def _settles_at(key: str, written: datetime, settle: timedelta) -> datetime:
+    return max(parse_window_key(key) + HOUR, written) + settle
 
 
 async def find_fresh_windows(
-    conn: AsyncConn, *, cursor: str | None, now: datetime, config: WindowDiscovery
+    conn: AsyncConn, *, cursor: DiscoveryCursor | None, now: datetime, config: WindowDiscovery
 ) -> FreshWindows:
-    """The eligible windows completed since `cursor` (within the lookback), and the cursor to store next."""
-    until = latest_completed_window(now, config.settle_minutes)
-    earliest = before_lookback(now, config.lookback_hours)
-    after = max(parse_window_key(cursor), earliest) if cursor else earliest
-    next_window = max(after, until) + HOUR
-    completes_at = next_window + HOUR + timedelta(minutes=config.settle_minutes)
-    waiting_for = f"window {window_key(next_window)} to complete at {completes_at:%Y-%m-%d %H:%M} UTC"
-    if until <= after:
-        return FreshWindows(windows=[], considered=0, cursor=cursor or window_key(after), waiting_for=waiting_for)
-    windows = await eligible_windows_between(
-        conn, after=after, until=until, min_agents=config.rule.min_agents, min_actions=config.rule.min_actions
+    """The windows to run now (see the module), and the cursor to store next."""
+    settle, overlap = timedelta(minutes=config.settle_minutes), timedelta(minutes=config.overlap_minutes)
+    earliest = lookback_start(now, config.lookback_hours)
+    since = cursor.watermark - overlap if cursor is not None else earliest
+    seen = cursor.seen if cursor is not None else {}
+    rows = await rows_written_since(conn, since)
+    new = [row for row in rows if seen.get(row.source_id) != row.written]
+    settling = dict(cursor.settling) if cursor is not None else {}
+    windows_written: set[str] = set()
+    for row in new:
+        try:
+            window_id = parse_window_key(row.window)
+        except ValueError:
+            continue  # no window can hold it: `babylon verify` lists such rows with the fix
+        if window_id < earliest:
+            continue
+        windows_written.add(row.window)
+        settling[row.window] = max(settling.get(row.window, row.written), row.written)
+    watermark = max([row.written for row in rows] + ([cursor.watermark] if cursor is not None else [since]))
+    still = {key: written for key, written in settling.items() if now < _settles_at(key, written, settle)}
+    settled = sorted(key for key in settling if key not in still and parse_window_key(key) >= earliest)
+    runs: list[WindowRun] = []
+    ineligible: list[str] = []
+    for key in settled:
+        window_id = parse_window_key(key)
+        eligible = await eligible_windows_between(
+            conn,
+            after=window_id - HOUR,
+            until=window_id,
+            min_agents=config.rule.min_agents,
+            min_actions=config.rule.min_actions,
+        )
+        if eligible:
+            runs.append(WindowRun(key=key, content_hash=(await window_content(conn, window_id)).content_hash))
+        else:
+            ineligible.append(key)
+    next_cursor = DiscoveryCursor(
+        watermark=watermark,
+        seen={row.source_id: row.written for row in rows if row.written >= watermark - overlap},
+        settling=still,
     )
-    considered = int((until - after) / HOUR)
-    return FreshWindows(windows=windows, considered=considered, cursor=window_key(until), waiting_for=waiting_for)
+    written = (
+        f"{len(new)} row(s) written since {_minute(since)} in {len(windows_written)} window(s)"
+        if new
+        else f"no row written since {_minute(since)}"
+    )
+    parts = [written]
+    if ineligible:
+        parts.append(
+            f"{', '.join(ineligible)} settled without {config.rule.min_agents}+ agents having "
+            f"{config.rule.min_actions}+ actions"
+        )
+    if still:
+        until = max(_settles_at(key, at, settle) for key, at in still.items())
+        parts.append(f"{len(still)} window(s) ({', '.join(sorted(still))}) still settling until {_minute(until)}")
+    return FreshWindows(windows=runs, cursor=next_cursor, skip_reason="; ".join(parts))
 
 
-async def _find_fresh_windows(url: str, cursor: str | None, config: WindowDiscovery) -> FreshWindows:
+async def _find_fresh_windows(url: str, cursor: DiscoveryCursor | None, config: WindowDiscovery) -> FreshWindows:
     async with await connect_async(url) as conn:
         return await find_fresh_windows(conn, cursor=cursor, now=current_time(), config=config)
 
@@ -68,25 +158,25 @@ async def _find_fresh_windows(url: str, cursor: str | None, config: WindowDiscov
     job=window_chain_job,
     minimum_interval_seconds=60,
     description=(
-        "Registers each completed window with enough agents as a partition and runs ingest, validate "
-        "and score for it (run key = window id)."
+        "Registers each settled window with enough agents as a partition and runs ingest, validate and "
+        "score for it again whenever its content changes (run key = window@content hash)."
     ),
 )
 def fresh_windows_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
     config = WindowDiscovery()
-    fresh = asyncio.run(_find_fresh_windows(database.game_url(), context.cursor, config))
+    fresh = asyncio.run(_find_fresh_windows(database.game_url(), DiscoveryCursor.parse(context.cursor), config))
+    cursor = fresh.cursor.model_dump_json()
     if not fresh.windows:
-        checked = (
-            f"none of the {fresh.considered} window(s) completed up to {fresh.cursor} has "
-            f"{config.rule.min_agents}+ agents with {config.rule.min_actions}+ actions; "
-            if fresh.considered
-            else "no window completed since the last tick; "
-        )
-        return dg.SensorResult(skip_reason=f"{checked}waiting for {fresh.waiting_for}", cursor=fresh.cursor)
-    keys = [window_key(window.window_id) for window in fresh.windows]
+        return dg.SensorResult(skip_reason=fresh.skip_reason, cursor=cursor)
+    context.log.info(fresh.skip_reason)
+    registered = context.instance.has_dynamic_partition
+    new_keys = [window.key for window in fresh.windows if not registered(WINDOW_PARTITIONS, window.key)]
     # The cursor moves only together with these requests: the tick stores both or neither.
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=key, partition_key=key) for key in keys],
-        dynamic_partitions_requests=[window_partitions.build_add_request(keys)],
-        cursor=fresh.cursor,
+        run_requests=[
+            dg.RunRequest(run_key=window.run_key, partition_key=window.key, tags={CONTENT_TAG: window.content_hash})
+            for window in fresh.windows
+        ],
+        dynamic_partitions_requests=[window_partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=cursor,
     )

@@ -12,14 +12,20 @@ from resources.database import DatabaseResource
 from sensors import fresh_windows, training
 from sensors.fresh_windows import fresh_windows_sensor
 from sensors.training import training_sensor
-from tests.trajectory_rows import insert_rows, row
+from tests.trajectory_rows import insert_rows, row, utc_naive
 
 NOW = hour_floor(datetime.now(UTC)) + timedelta(minutes=30)
 
 
-def add_window(url: str, window_id: datetime, *, agents: int, actions: int = 6) -> None:
-    """Rows as the recorder stores them in the game's table; the sensor only counts agents with enough actions."""
-    insert_rows(url, [row(window_id, f"agent-{agent}", steps=actions) for agent in range(agents)])
+def add_window(
+    url: str, window_id: datetime, *, agents: int, actions: int = 6, written: datetime | None = None, first: int = 0
+) -> None:
+    """Rows as the recorder stores them in the game's table, written at `written` (default: the fixture's
+    clock); the sensor only counts agents with enough actions."""
+    rows = [row(window_id, f"agent-{agent}", steps=actions) for agent in range(first, first + agents)]
+    if written is not None:
+        rows = [{**columns, "createdAt": utc_naive(written), "updatedAt": utc_naive(written)} for columns in rows]
+    insert_rows(url, rows)
 
 
 def hours_ago(hours: int) -> datetime:
@@ -53,8 +59,21 @@ def tick_fresh(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorRes
     return result
 
 
+def requests(result: dg.SensorResult) -> list[dg.RunRequest]:
+    return [request for request in result.run_requests or [] if isinstance(request, dg.RunRequest)]
+
+
 def requested_keys(result: dg.SensorResult) -> list[str | None]:
-    return [request.partition_key for request in result.run_requests or [] if isinstance(request, dg.RunRequest)]
+    return [request.partition_key for request in requests(result)]
+
+
+def run_keys(result: dg.SensorResult) -> list[str | None]:
+    return [request.run_key for request in requests(result)]
+
+
+def skip_message(result: dg.SensorResult) -> str:
+    assert result.skip_reason is not None, f"the tick requested {requested_keys(result)}"
+    return str(result.skip_reason.skip_message)
 
 
 def added_partitions(result: dg.SensorResult) -> list[str]:
@@ -80,15 +99,17 @@ def test_fresh_windows_first_tick_requests_second_nothing_then_only_new(
     expected = [window_key(hours_ago(4)), window_key(hours_ago(1))]
     assert requested_keys(first) == expected
     assert added_partitions(first) == expected
-    assert [request.run_key for request in first.run_requests or [] if isinstance(request, dg.RunRequest)] == expected
-    assert first.cursor == window_key(hours_ago(1))
+    # The run key carries the window's content version: the hash of the snapshot its ingest makes.
+    assert [key.split("@")[0] if key else key for key in run_keys(first)] == expected
+    assert all(len(str(key).split("@")[1]) == 12 for key in run_keys(first))
 
     second = tick_fresh(instance, cursor=first.cursor)
     assert requested_keys(second) == []
     assert added_partitions(second) == []
-    assert second.skip_reason is not None
-    assert f"waiting for window {window_key(hours_ago(0))} to complete" in str(second.skip_reason.skip_message)
-    assert second.cursor == first.cursor
+    settles = hours_ago(-1) + timedelta(minutes=10)
+    assert skip_message(second).endswith(
+        f"1 window(s) ({window_key(hours_ago(0))}) still settling until {settles:%Y-%m-%d %H:%M} UTC"
+    )
 
     # Two hours later the running window and a new one are over; only they are requested.
     add_window(url, hours_ago(-1), agents=7)
@@ -96,7 +117,6 @@ def test_fresh_windows_first_tick_requests_second_nothing_then_only_new(
     third = tick_fresh(instance, cursor=second.cursor)
     assert requested_keys(third) == [window_key(hours_ago(0)), window_key(hours_ago(-1))]
     assert added_partitions(third) == [window_key(hours_ago(0)), window_key(hours_ago(-1))]
-    assert third.cursor == window_key(hours_ago(-1))
 
 
 def test_fresh_windows_waits_for_the_settle_delay(
@@ -107,8 +127,7 @@ def test_fresh_windows_waits_for_the_settle_delay(
     clock[0] = hour_floor(NOW) + timedelta(hours=1, minutes=5)
     early = tick_fresh(instance, cursor=None)
     assert requested_keys(early) == []
-    assert early.skip_reason is not None
-    assert "none of the" in str(early.skip_reason.skip_message)
+    assert "still settling until" in skip_message(early)
 
     clock[0] = hour_floor(NOW) + timedelta(hours=1, minutes=10)
     settled = tick_fresh(instance, cursor=early.cursor)
@@ -120,8 +139,62 @@ def test_fresh_windows_ignores_windows_before_the_lookback(
 ) -> None:
     add_window(use_database, hours_ago(200), agents=5)
     add_window(use_database, hours_ago(100), agents=5)
-    result = tick_fresh(instance, cursor=window_key(hours_ago(500)))
+    result = tick_fresh(instance, cursor=None)
     assert requested_keys(result) == [window_key(hours_ago(100))]
+
+
+def test_late_rows_for_a_past_window_rerun_it_once_settled_and_the_same_content_never_again(
+    use_database: str, instance: dg.DagsterInstance, clock: list[datetime]
+) -> None:
+    """The game's test-agent script or a recorder that was down writes rows for an hour long over."""
+    url, past = use_database, hours_ago(5)
+    add_window(url, past, agents=5, written=past + timedelta(minutes=59))
+    first = tick_fresh(instance, cursor=None)
+    assert requested_keys(first) == [window_key(past)]
+    instance.add_dynamic_partitions("windows", added_partitions(first))  # as the daemon does with the tick
+
+    # Three rows for two past windows arrive at NOW: both settle 10 minutes later.
+    add_window(url, past, agents=2, first=5, written=NOW)
+    add_window(url, hours_ago(7), agents=1, written=NOW)
+    clock[0] = NOW + timedelta(minutes=1)
+    waiting = tick_fresh(instance, cursor=first.cursor)
+    assert requested_keys(waiting) == []
+    assert skip_message(waiting).startswith("3 row(s) written since ")
+    assert skip_message(waiting).endswith(
+        f"in 2 window(s); 2 window(s) ({window_key(hours_ago(7))}, {window_key(past)}) "
+        f"still settling until {NOW + timedelta(minutes=10):%Y-%m-%d %H:%M} UTC"
+    )
+
+    clock[0] = NOW + timedelta(minutes=10)
+    late = tick_fresh(instance, cursor=waiting.cursor)
+    assert requested_keys(late) == [window_key(past)]  # the other has 1 agent: not eligible
+    assert run_keys(late) != run_keys(first)  # new content, new run
+    assert added_partitions(late) == []  # registered already
+
+    # A write that leaves the episode as it was (publishing marks usage) brings back the same key.
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            """UPDATE "trajectories" SET "usedInTraining" = true, "updatedAt" = %s WHERE "windowId" = %s""",
+            (utc_naive(NOW + timedelta(minutes=20)), window_key(past)),
+        )
+    clock[0] = NOW + timedelta(minutes=31)
+    touched = tick_fresh(instance, cursor=late.cursor)
+    assert run_keys(touched) == run_keys(late)
+
+
+def test_fresh_windows_reads_again_the_overlap_for_rows_committed_late(
+    use_database: str, instance: dg.DagsterInstance, clock: list[datetime]
+) -> None:
+    """A row whose transaction committed after a tick carries a write time before that tick's watermark."""
+    url, window = use_database, hours_ago(3)
+    add_window(url, window, agents=4, written=NOW - timedelta(minutes=2))
+    clock[0] = NOW + timedelta(minutes=30)
+    first = tick_fresh(instance, cursor=None)
+    assert requested_keys(first) == []
+    assert skip_message(first).endswith(f"{window_key(window)} settled without 5+ agents having 5+ actions")
+    add_window(url, window, agents=1, first=4, written=NOW - timedelta(minutes=5))  # committed just now
+    # Written before the watermark, yet inside the overlap: found, and settled 10 minutes after it was written.
+    assert requested_keys(tick_fresh(instance, cursor=first.cursor)) == [window_key(window)]
 
 
 def add_scored_window(url: str, window_id: datetime) -> None:

@@ -23,5 +23,12 @@ class WindowDiscovery(BaseModel):
     rule: WindowConfig = Field(default_factory=WindowConfig)
     lookback_hours: int = Field(default=168, ge=1, description="how far back windows are discovered")
     settle_minutes: int = Field(
-        default=10, ge=0, description="how long after a window ends before it counts as complete (late rows)"
+        default=10,
+        ge=0,
+        description="how long a window must be over and without new rows before its chain runs (late rows)",
+    )
+    overlap_minutes: int = Field(
+        default=10,
+        ge=0,
+        description="how far before its watermark the sensor reads again, for rows whose transaction commits late",
     )

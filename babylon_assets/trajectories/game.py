@@ -62,6 +62,16 @@ class RowVersion(BaseModel):
     content_hash: str
 
 
+class RecordedMark(BaseModel):
+    """One row written since a moment: its id, the window it belongs to, and when it was last written."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source_id: str
+    window: str
+    written: datetime
+
+
 class UnwindowedRow(BaseModel):
     """A row whose windowId is not a window key: no window can hold it."""
 
@@ -161,6 +171,32 @@ async def read_window_rows(conn: AsyncConn, window_id: datetime) -> list[Recorde
     """The window's rows as recorded (for `babylon verify`, which validates without ingesting)."""
     async with conn.transaction():
         return [row async for row, _ in stream_window_rows(conn, window_id)]
+
+
+async def rows_written_since(conn: AsyncConn, since: datetime) -> list[RecordedMark]:
+    """The rows whose "createdAt" or "updatedAt" is at or after `since`, with their window key (windowId,
+    else the hour of startTime) and last write time, oldest write first.
+
+    The game has no index on either column: each is answered by a scan of the table unless the
+    deployment adds them (the README's "Unattended operation" names the two indexes).
+    """
+    await require_game_tables(conn)
+    async with conn.cursor() as cur:
+        await cur.execute(
+            """
+            SELECT t."id",
+                   coalesce(t."windowId", to_char(date_trunc('hour', t."startTime"), 'YYYY-MM-DD"T"HH24:00')),
+                   greatest(t."createdAt", t."updatedAt")
+            FROM "trajectories" t
+            WHERE t."createdAt" >= %(since)s OR t."updatedAt" >= %(since)s
+            ORDER BY 3, 1
+            """,
+            {"since": naive_utc(since)},
+        )
+        return [
+            RecordedMark(source_id=source_id, window=window, written=written.replace(tzinfo=UTC))
+            for source_id, window, written in await cur.fetchall()
+        ]
 
 
 async def discover_windows(

@@ -21,7 +21,7 @@ from babylon_assets.trajectories.game import (
     stream_window_rows,
     window_row_versions,
 )
-from babylon_assets.trajectories.models import OutcomeSource
+from babylon_assets.trajectories.models import MarketOutcomes, OutcomeSource
 
 
 class IngestReport(BaseModel):
@@ -40,12 +40,26 @@ class IngestReport(BaseModel):
     bytes: NonNegativeInt
 
 
-def _content_hash(versions: list[tuple[str, str]], outcomes_json: str) -> str:
+class WindowContent(BaseModel):
+    """What a window holds in the game now: its rows' (id, hash) pairs, its outcomes, and their hash,
+    which is the content_hash of the snapshot an ingest of it makes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    versions: list[tuple[str, str]]
+    outcomes: MarketOutcomes
+    content_hash: str
+
+
+async def window_content(game: AsyncConn, window_id: datetime) -> WindowContent:
+    """The window's content version, read without copying its rows (hashes are taken on the server)."""
+    versions = [(row.source_id, row.content_hash) for row in await window_row_versions(game, window_id)]
+    outcomes = await read_market_outcomes(game, window_id)
     digest = hashlib.sha256()
     for source_id, row_hash in versions:
         digest.update(f"{source_id}\t{row_hash}\n".encode())
-    digest.update(outcomes_json.encode())
-    return digest.hexdigest()
+    digest.update(outcomes.model_dump_json().encode())
+    return WindowContent(versions=versions, outcomes=outcomes, content_hash=digest.hexdigest())
 
 
 async def ingest_window(game: AsyncConn, store: AsyncConn, window_id: datetime) -> IngestReport:
@@ -55,10 +69,8 @@ async def ingest_window(game: AsyncConn, store: AsyncConn, window_id: datetime) 
     async with game.transaction(), store.transaction(), store.cursor() as cur:
         await require_game_tables(game)
         await lock_window(cur, WindowLock.INGEST, window_id)
-        versions = [(row.source_id, row.content_hash) for row in await window_row_versions(game, window_id)]
-        outcomes = await read_market_outcomes(game, window_id)
-        outcomes_json = outcomes.model_dump_json()
-        content_hash = _content_hash(versions, outcomes_json)
+        content = await window_content(game, window_id)
+        versions, outcomes, content_hash = content.versions, content.outcomes, content.content_hash
         await cur.execute(
             "SELECT id, version, content_hash FROM window_snapshots WHERE window_id = %s ORDER BY version DESC LIMIT 1",
             (window_id,),
