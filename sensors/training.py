@@ -34,18 +34,37 @@ ACTIVE_RUN_STATUSES = [
 ]
 
 
-def fresh_scored_windows(conn: Conn, *, since: datetime) -> list[str]:
-    """Scored windows since `since` that no checkpoint trained on and that are not held out for evaluation.
+class FreshWindow(BaseModel):
+    """A scored window with the snapshot its scores belong to."""
 
-    Held-out windows are never trained on, and windows older than the lookback are never picked:
-    counting either would ask for training that cannot use them.
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    snapshot_id: int
+
+    @property
+    def version(self) -> str:
+        return f"{self.key}@{self.snapshot_id}"
+
+
+def fresh_scored_windows(conn: Conn, *, since: datetime) -> list[FreshWindow]:
+    """Scored windows since `since` whose current content no checkpoint trained on, that are not held
+    out for evaluation, oldest first.
+
+    A window counts with the snapshot it was scored from, and only while that is its validated one (see
+    training.data.eligible_windows): a window whose content changed after training used it is fresh
+    again once its new scores are stored. Held-out windows are never trained on, and windows older than
+    the lookback are never picked: counting either would ask for training that cannot use them.
     """
     rows = conn.execute(
         """
-        SELECT s.window_id
+        SELECT s.window_id, s.snapshot_id
         FROM window_scores AS s
+        JOIN window_validations AS v ON v.window_id = s.window_id AND v.snapshot_id = s.snapshot_id
         WHERE s.window_id >= %s
-          AND NOT EXISTS (SELECT 1 FROM checkpoint_windows AS c WHERE c.window_id = s.window_id)
+          AND NOT EXISTS (
+              SELECT 1 FROM checkpoint_windows AS c WHERE c.window_id = s.window_id AND c.snapshot_id = s.snapshot_id
+          )
           AND NOT EXISTS (
               SELECT 1 FROM training_window_splits AS h WHERE h.window_id = s.window_id AND h.held_out
           )
@@ -53,7 +72,7 @@ def fresh_scored_windows(conn: Conn, *, since: datetime) -> list[str]:
         """,
         (since,),
     ).fetchall()
-    return [window_key(window_id) for (window_id,) in rows]
+    return [FreshWindow(key=window_key(window_id), snapshot_id=snapshot_id) for window_id, snapshot_id in rows]
 
 
 def current_time() -> datetime:
@@ -82,15 +101,15 @@ class TrainingRetries(BaseModel):
         return timedelta(seconds=self.first_wait_seconds * 2 ** (failures - 1))
 
 
-def fresh_set_key(window_keys: list[str]) -> str:
-    """Names the set of fresh windows: a new scored window makes a new set."""
-    digest = hashlib.sha256(",".join(sorted(window_keys)).encode()).hexdigest()[:16]
+def fresh_set_key(windows: list[FreshWindow]) -> str:
+    """Names the set of fresh windows: a new scored window, or new scores of a window, make a new set."""
+    digest = hashlib.sha256(",".join(sorted(window.version for window in windows)).encode()).hexdigest()[:16]
     return f"train-{digest}"
 
 
-def training_run_key(window_keys: list[str], attempt: int = 1) -> str:
+def training_run_key(windows: list[FreshWindow], attempt: int = 1) -> str:
     """Same fresh windows and attempt, same key: a later tick over an unchanged set requests nothing new."""
-    return f"{fresh_set_key(window_keys)}-attempt-{attempt}"
+    return f"{fresh_set_key(windows)}-attempt-{attempt}"
 
 
 def run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
@@ -153,8 +172,8 @@ def training_sensor(context: dg.SensorEvaluationContext, database: DatabaseResou
         run_key=training_run_key(fresh, attempt),
         tags={
             "babylon/fresh_windows": str(len(fresh)),
-            "babylon/first_window": fresh[0],
-            "babylon/last_window": fresh[-1],
+            "babylon/first_window": fresh[0].key,
+            "babylon/last_window": fresh[-1].key,
             FRESH_SET_TAG: fresh_set,
             ATTEMPT_TAG: str(attempt),
         },

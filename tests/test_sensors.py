@@ -197,36 +197,48 @@ def test_fresh_windows_reads_again_the_overlap_for_rows_committed_late(
     assert requested_keys(tick_fresh(instance, cursor=first.cursor)) == [window_key(window)]
 
 
-def add_scored_window(url: str, window_id: datetime) -> None:
+def add_scored_window(url: str, window_id: datetime, version: int = 1) -> int:
+    """A window ingested (snapshot `version`), validated and scored; returns the snapshot's id."""
     with psycopg.connect(url) as conn:
+        snapshot = conn.execute(
+            "INSERT INTO window_snapshots (window_id, version, content_hash, rows, rows_added, rows_changed, "
+            "rows_gone, outcome_source, outcomes) VALUES (%s, %s, repeat('0', 64), 0, 0, 0, 0, 'none', '{}') "
+            "RETURNING id",
+            (window_id, version),
+        ).fetchone()
+        assert snapshot is not None
         conn.execute(
-            "INSERT INTO window_scores (window_id, judge, rubric_version, groups, trajectories) "
-            "VALUES (%s, 'outcome', 'v1', 1, 5)",
-            (window_id,),
+            "INSERT INTO window_validations (window_id, snapshot_id, accepted, rejected, distinct_agents) "
+            "VALUES (%s, %s, 5, 0, 5) ON CONFLICT (window_id) DO UPDATE SET snapshot_id = excluded.snapshot_id",
+            (window_id, snapshot[0]),
         )
+        conn.execute("DELETE FROM window_scores WHERE window_id = %s", (window_id,))
+        conn.execute(
+            "INSERT INTO window_scores (window_id, judge, rubric_version, groups, trajectories, snapshot_id) "
+            "VALUES (%s, 'outcome', 'v1', 1, 5, %s)",
+            (window_id, snapshot[0]),
+        )
+        return int(snapshot[0])
 
 
-def mark_trained(url: str, window_ids: list[datetime]) -> None:
+def mark_trained(url: str, window_ids: list[datetime], step: int = 1) -> None:
+    """A checkpoint trained on the windows' current scores."""
     with psycopg.connect(url) as conn:
         conn.execute(
-            "INSERT INTO policy_models (name, base_model, project, backend) VALUES ('policy', 'tiny', 'test', 'torch')"
+            "INSERT INTO policy_models (name, base_model, project, backend) "
+            "VALUES ('policy', 'tiny', 'test', 'torch') ON CONFLICT DO NOTHING"
         )
         row = conn.execute(
             "INSERT INTO policy_checkpoints (model_name, step, backend, location, score_versions, config, metrics) "
-            "VALUES ('policy', 1, 'torch', '/tmp/ckpt', ARRAY['outcome@v1'], '{}', '{}') RETURNING id"
+            "VALUES ('policy', %s, 'torch', '/tmp/ckpt', ARRAY['outcome@v1'], '{}', '{}') RETURNING id",
+            (step,),
         ).fetchone()
         assert row is not None
         for window_id in window_ids:
-            snapshot = conn.execute(
-                "INSERT INTO window_snapshots (window_id, version, content_hash, rows, rows_added, rows_changed, "
-                "rows_gone, outcome_source, outcomes) VALUES (%s, 1, repeat('0', 64), 0, 0, 0, 0, 'none', '{}') "
-                "RETURNING id",
-                (window_id,),
-            ).fetchone()
-            assert snapshot is not None
             conn.execute(
-                "INSERT INTO checkpoint_windows (checkpoint_id, window_id, snapshot_id) VALUES (%s, %s, %s)",
-                (row[0], window_id, snapshot[0]),
+                "INSERT INTO checkpoint_windows (checkpoint_id, window_id, snapshot_id) "
+                "SELECT %s, window_id, snapshot_id FROM window_scores WHERE window_id = %s",
+                (row[0], window_id),
             )
 
 
@@ -250,7 +262,8 @@ def test_training_sensor_waits_for_three_fresh_windows(
     add_scored_window(url, hours_ago(3))
     request = tick_training(instance)
     assert isinstance(request, dg.RunRequest)
-    assert request.run_key == training.training_run_key([window_key(hours_ago(h)) for h in (5, 4, 3)])
+    assert request.tags["babylon/first_window"] == window_key(hours_ago(5))
+    assert request.tags["babylon/last_window"] == window_key(hours_ago(3))
     # Same fresh set, same run key: Dagster launches it once.
     again = tick_training(instance)
     assert isinstance(again, dg.RunRequest)
@@ -271,6 +284,41 @@ def test_training_sensor_waits_for_three_fresh_windows(
     after = tick_training(instance)
     assert isinstance(after, dg.SkipReason)
     assert after.skip_message == "1 fresh windows < 3"
+
+
+def test_new_scores_of_changed_content_make_a_trained_window_fresh_again_and_old_ones_count_for_nothing(
+    use_database: str, store_url: str, instance: dg.DagsterInstance
+) -> None:
+    """A window whose rows changed after training used it is trained on again, with its new scores only."""
+    windows = [hours_ago(h) for h in (5, 4, 3)]
+    for window_id in windows:
+        add_scored_window(store_url, window_id)
+    first = tick_training(instance)
+    assert isinstance(first, dg.RunRequest)
+    mark_trained(store_url, windows)
+    assert isinstance(tick_training(instance), dg.SkipReason)
+
+    # Late rows: all three windows get a new snapshot, validated and scored again.
+    for window_id in windows:
+        add_scored_window(store_url, window_id, version=2)
+    again = tick_training(instance)
+    assert isinstance(again, dg.RunRequest)
+    assert again.run_key != first.run_key  # the same windows, new content: a new training run
+
+    # Validated again (a third version) but not yet scored: its old scores are not offered to training.
+    with psycopg.connect(store_url) as conn:
+        conn.execute(
+            "INSERT INTO window_snapshots (window_id, version, content_hash, rows, rows_added, rows_changed, "
+            "rows_gone, outcome_source, outcomes) VALUES (%s, 3, repeat('1', 64), 0, 0, 0, 0, 'none', '{}')",
+            (windows[0],),
+        )
+        conn.execute(
+            "UPDATE window_validations SET snapshot_id = (SELECT max(id) FROM window_snapshots) WHERE window_id = %s",
+            (windows[0],),
+        )
+    waiting = tick_training(instance)
+    assert isinstance(waiting, dg.SkipReason)
+    assert waiting.skip_message == "2 fresh windows < 3"
 
 
 def fail_requested_run(instance: dg.DagsterInstance, request: dg.RunRequest, reason: str) -> dg.DagsterRun:

@@ -53,9 +53,9 @@ def score_windows(url: str, windows: list[datetime]) -> None:
                     (trajectory_id, window_id, rank / (len(rows) - 1)),
                 )
             conn.execute(
-                "INSERT INTO window_scores (window_id, judge, rubric_version, groups, trajectories) "
-                "VALUES (%s, 'test-judge', 'v1', 1, %s)",
-                (window_id, len(rows)),
+                "INSERT INTO window_scores (window_id, judge, rubric_version, groups, trajectories, snapshot_id) "
+                "SELECT %s, 'test-judge', 'v1', 1, %s, snapshot_id FROM window_validations WHERE window_id = %s",
+                (window_id, len(rows), window_id),
             )
 
 

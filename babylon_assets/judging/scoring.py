@@ -255,6 +255,7 @@ async def _store(
     """Replace the window's scores, split, permutation scores and stats in one transaction, sent as one
     pipeline: the statements go out together instead of one round trip each."""
     ids = [row.trajectory_id for row in scoring.scores]
+    snapshot_id = groups[0][0].snapshot_id
     permutation_rows = [
         (window_id, group.group_index, p.permutation, p.trajectory_id, p.position, p.score, p.explanation, p.cache_key)
         for group in scorings
@@ -294,10 +295,11 @@ async def _store(
         )
         await cur.execute(
             """
-            INSERT INTO window_scores (window_id, judge, rubric_version, groups, trajectories)
-            VALUES (%s, %s, %s, %s, %s)
+            INSERT INTO window_scores (window_id, judge, rubric_version, groups, trajectories, snapshot_id)
+            VALUES (%s, %s, %s, %s, %s, %s)
             """,
-            (window_id, scoring.judge, scoring.rubric_version, scoring.groups, len(scoring.scores)),
+            # load_accepted read every trajectory from the window's validated snapshot.
+            (window_id, scoring.judge, scoring.rubric_version, scoring.groups, len(scoring.scores), snapshot_id),
         )
         await cur.execute(
             """

@@ -46,13 +46,16 @@ class ScoreRow(BaseModel):
 
 
 def eligible_windows(conn: Conn, config: TrainingConfig) -> list[EligibleWindow]:
-    """Scored windows of the lookback with `min_agents` distinct agents among their scored, accepted
-    trajectories of at least `min_actions` steps, oldest first. The game's evaluation episodes
-    ("isEvaluation") are never trained on, so they do not count here."""
+    """Scored windows of the lookback whose scores are those of their validated snapshot, with `min_agents`
+    distinct agents among their scored, accepted trajectories of at least `min_actions` steps, oldest first.
+    The game's evaluation episodes ("isEvaluation") are never trained on, so they do not count here."""
     rows = conn.execute(
         """
         SELECT w.window_id, count(*), count(DISTINCT v.agent_key)
         FROM window_scores AS w
+        -- Scores of the window's validated snapshot only: a window being scored again after its content
+        -- changed waits until its new scores supersede the old ones.
+        JOIN window_validations AS wv ON wv.window_id = w.window_id AND wv.snapshot_id = w.snapshot_id
         JOIN trajectory_scores AS s ON s.window_id = w.window_id
         JOIN trajectory_validations AS v
           ON v.trajectory_id = s.trajectory_id AND v.window_id = s.window_id AND v.accepted
