@@ -60,8 +60,14 @@ from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
 from tests.trajectory_rows import insert_rows, row, utc_naive
 
 LOGGER = logging.getLogger("soak")
-# One step per training run keeps runs short; the model still learns from every fresh window.
-TRAINING_RUN_CONFIG = dg.RunConfig(ops={"trained_checkpoint": {"config": {"iterations": 1}}})
+# One step per training run, and a short closed-loop evaluation, keep training runs short; the model
+# still trains on every fresh window and promotion still decides on evidence.
+TRAINING_RUN_CONFIG = dg.RunConfig(
+    ops={
+        "trained_checkpoint": {"config": {"iterations": 1}},
+        "policy_evaluation": {"config": {"markets": 2, "decisions": 2, "max_new_tokens": 16}},
+    }
+)
 TICK_MINUTES = (20, 50)
 REPO = Path(__file__).resolve().parent.parent
 
