@@ -26,13 +26,14 @@ def main() -> int:
     parser.add_argument("--hours", type=int, default=48)
     parser.add_argument("--agents", type=int, default=8)
     args = parser.parse_args()
-    plan = SoakPlan(hours=args.hours, agents=args.agents)
+    plan = SoakPlan.regular(args.hours, args.agents)
     started = time.monotonic()
     with scratch_database() as url, tempfile.TemporaryDirectory() as home:
         with soak(url, os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN_URL), Path(home), plan) as driver:
             report = driver.run()
     wall = time.monotonic() - started
     print(f"soak: {plan.hours} simulated hours x {plan.agents} agents in {wall:.0f} s wall time")
+    states = list(report.late_windows.values())
     rows = {
         "windows seen (registered)": report.windows_seen,
         "windows eligible": report.windows_eligible,
@@ -46,6 +47,7 @@ def main() -> int:
         "training retries": report.training_retries,
         **{f"faults survived: {fault}": count for fault, count in report.faults_survived.items()},
         "trained again after the kill": report.trained_after_kill,
+        "late windows trained / held out": f"{states.count('trained')} / {states.count('held out')} of {len(states)}",
     }
     for name, value in rows.items():
         print(f"  {name:<34}{value}")

@@ -79,14 +79,17 @@ class SoakPlan(BaseModel):
 
     hours: int
     agents: int
-    # Window 1 is recorded with one agent too few; its last agent arrives at this hour.
-    short_window_completed_at: int = 3
-    # From this hour on, every `late_every` hours, another agent's row for the window `late_by` hours back.
-    late_from: int = 5
-    late_every: int = 4
-    late_by: int = 4
+    # Recorded with one agent too few in its hour: eligible only once a late row completes it.
+    short_window: int = 1
+    # (hour, window): another agent's row for the window, written during that later hour.
+    late: list[tuple[int, int]]
     judge_fails_window: int = 2
     connection_broken_window: int = 3
+
+    @classmethod
+    def regular(cls, hours: int, agents: int) -> "SoakPlan":
+        """The short window completed 2 hours late, then every 4 hours a row for the window 4 hours back."""
+        return cls(hours=hours, agents=agents, late=[(3, 1), *((hour, hour - 4) for hour in range(5, hours, 4))])
 
 
 class SoakReport(BaseModel):
@@ -110,6 +113,9 @@ class SoakReport(BaseModel):
     slots_claimed: list[str]
     killed_run: str | None
     trained_after_kill: bool
+    # Each window that got rows late: "trained" (a checkpoint used its latest content), "held out"
+    # (evaluation's, never trained), or "not trained".
+    late_windows: dict[str, str]
 
 
 class ScriptedFaults:
@@ -167,6 +173,7 @@ class Soak:
         self.late_rows = 0
         self.chain_retries = 0
         self.agents_written: dict[int, int] = {}
+        self.late_windows: set[str] = set()
         from babylon_assets.definitions import defs
 
         self.window_job = defs.resolve_job_def("window_chain_job")
@@ -186,14 +193,11 @@ class Soak:
         """The rows the game records during simulated hour `hour`: that window's, and late ones."""
         at = self.window(hour) + timedelta(minutes=5)
         if hour < self.plan.hours:
-            short = hour == 1
-            self.write_agents(hour, self.plan.agents - short, at)
-        if hour == self.plan.short_window_completed_at:
-            self.write_agents(1, 1, at)
+            self.write_agents(hour, self.plan.agents - (hour == self.plan.short_window), at)
+        for number in (window for late_hour, window in self.plan.late if late_hour == hour):
+            self.write_agents(number, 1, at)
             self.late_rows += 1
-        if hour >= self.plan.late_from and (hour - self.plan.late_from) % self.plan.late_every == 0:
-            self.write_agents(hour - self.plan.late_by, 1, at)
-            self.late_rows += 1
+            self.late_windows.add(window_key(self.window(number)))
 
     def tick(self) -> None:
         list(execute_run_monitoring_iteration(self.daemon, LOGGER))
@@ -221,11 +225,10 @@ class Soak:
                 self.run_chain(str(request.partition_key), {**request.tags, RUN_KEY_TAG: request.run_key})
 
     def run_chain(self, key: str, tags: dict[str, str]) -> None:
-        first_run = RETRY_NUMBER_TAG not in tags
-        judge_fails = first_run and key == window_key(self.window(self.plan.judge_fails_window))
-        breaks = first_run and key == window_key(self.window(self.plan.connection_broken_window))
-        self.faults.judge_failing = judge_fails
-        self.faults.break_connections = breaks
+        """The window's chain; the window's first run ever meets its fault, if the plan gives it one."""
+        first = not self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": key}), limit=1)
+        self.faults.judge_failing = first and key == window_key(self.window(self.plan.judge_fails_window))
+        self.faults.break_connections = first and key == window_key(self.window(self.plan.connection_broken_window))
         try:
             self.window_job.execute_in_process(
                 partition_key=key, instance=self.instance, tags={**tags, **process_tags()}, raise_on_error=False
@@ -340,6 +343,21 @@ class Soak:
                 ).fetchall()
             )
             steps = [step for (step,) in conn.execute("SELECT step FROM policy_checkpoints ORDER BY step").fetchall()]
+            taken_up: dict[datetime, str] = dict(
+                conn.execute(
+                    """
+                    SELECT s.window_id,
+                           CASE WHEN EXISTS (SELECT 1 FROM checkpoint_windows c
+                                             WHERE c.window_id = s.window_id AND c.snapshot_id = s.snapshot_id)
+                                THEN 'trained'
+                                WHEN EXISTS (SELECT 1 FROM training_window_splits h
+                                             WHERE h.window_id = s.window_id AND h.held_out)
+                                THEN 'held out'
+                                ELSE 'not trained' END
+                    FROM window_scores s
+                    """
+                ).fetchall()
+            )
             trained = conn.execute("SELECT count(DISTINCT window_id) FROM checkpoint_windows").fetchone()
         latest = {window_key(window_id): digest for window_id, digest in current.items()}
         lost = [
@@ -381,6 +399,11 @@ class Soak:
             trained_after_kill=killed_at is not None
             and killed_at.status == dg.DagsterRunStatus.FAILURE
             and any(run.run_id != self.killed_run for run in materialized),
+            late_windows={
+                window_key(window_id): state
+                for window_id, state in taken_up.items()
+                if window_key(window_id) in self.late_windows
+            },
         )
 
     def checkpointed(self, run_id: str) -> bool:
