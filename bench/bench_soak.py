@@ -50,7 +50,7 @@ def main() -> int:
         "late windows trained / held out": f"{states.count('trained')} / {states.count('held out')} of {len(states)}",
     }
     for name, value in rows.items():
-        print(f"  {name:<34}{value}")
+        print(f"  {name:<42}{value}")
     problems = report.lost + report.duplicated + report.left_started + report.slots_claimed
     print(
         f"  lost {len(report.lost)}, duplicated {len(report.duplicated)}, left STARTED {len(report.left_started)}, "
