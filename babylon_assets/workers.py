@@ -31,8 +31,8 @@ QUEUE_TAG = "dagster-celery/queue"
 Queue = Literal["windows", "training"]
 WINDOWS_QUEUE: Queue = "windows"
 TRAINING_QUEUE: Queue = "training"
-# A window run that dies with its worker is failed by the worker that receives the redelivered task
-# and then retried by the daemon once; a failing asset is a real failure and is not retried.
+# A window run that dies with its worker is failed by run monitoring once the redelivered task has ended
+# (celery_launcher.py) and then retried by the daemon once; a failing asset is a real failure and is not retried.
 RUN_RETRIES = 1
 
 
@@ -81,8 +81,9 @@ def run_launcher_config() -> dict[str, YamlValue]:
     """dagster.yaml's run_launcher and run_retries for the Celery profile; the URLs stay `{env: ...}` references."""
     return {
         "run_launcher": {
-            "module": "dagster_celery.launcher",
-            "class": "CeleryRunLauncher",
+            # dagster-celery's launcher with a health check that sees a dead worker's run (celery_launcher.py).
+            "module": "babylon_assets.celery_launcher",
+            "class": "WorkerCheckingCeleryRunLauncher",
             "config": {
                 "broker": {"env": BROKER_ENV},
                 "backend": {"env": BACKEND_ENV},

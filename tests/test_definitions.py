@@ -95,7 +95,11 @@ def test_instance_config_keeps_the_password_out_of_the_yaml() -> None:
             }
         }
     }
-    assert config["run_coordinator"] == {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+    assert config["run_coordinator"] == {
+        "module": "dagster.core.run_coordinator",
+        "class": "QueuedRunCoordinator",
+        "config": {"dequeue_interval_seconds": 1},
+    }
     assert config["concurrency"] == {
         "runs": {
             "max_concurrent_runs": 4,

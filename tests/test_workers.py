@@ -8,8 +8,8 @@ import pytest
 import yaml
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
-from dagster_celery.launcher import CeleryRunLauncher
 
+from babylon_assets.celery_launcher import WorkerCheckingCeleryRunLauncher
 from babylon_assets.cli import main
 from babylon_assets.instance import instance_config
 from tests.celery_cluster import BACKEND, BROKER
@@ -53,8 +53,9 @@ def test_a_broker_puts_the_celery_launcher_in_dagster_yaml_without_its_urls(
     (tmp_path / "dagster.yaml").write_text(text)
     validated, _ = dagster_instance_config(str(tmp_path))
     launcher = validated["run_launcher"]
-    assert (launcher["module"], launcher["class"]) == ("dagster_celery.launcher", "CeleryRunLauncher")
-    result = process_config(CeleryRunLauncher.config_type(), launcher["config"])
+    assert launcher["module"] == "babylon_assets.celery_launcher"
+    assert launcher["class"] == WorkerCheckingCeleryRunLauncher.__name__
+    result = process_config(WorkerCheckingCeleryRunLauncher.config_type(), launcher["config"])
     assert result.success, result.errors
     assert result.value is not None
     assert result.value["broker"] == "pyamqp://babylon:s3cret@mq:5672//"
