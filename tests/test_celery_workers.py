@@ -148,7 +148,13 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
     ensure_dagster_database(url)
     first = start_worker(environment, tmp_path / "worker-a.log")
     second = start_worker(environment, tmp_path / "worker-b.log")
-    daemon = start_daemon({**environment, "DAGSTER_HOME": str(daemon_home)}, tmp_path / "daemon.log")
+    # Its run retries look for failed runs every second instead of every 5 s (Dagster's variable).
+    daemon_environment = {
+        **environment,
+        "DAGSTER_HOME": str(daemon_home),
+        "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1",
+    }
+    daemon = start_daemon(daemon_environment, tmp_path / "daemon.log")
     monkeypatch.setenv("DAGSTER_HOME", str(daemon_home))
     try:
         deadline = time.monotonic() + DEADLINE_SECONDS
