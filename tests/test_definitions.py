@@ -66,6 +66,8 @@ def test_lineage_groups_and_kinds_tell_the_story() -> None:
 def test_jobs_sensors_and_resources() -> None:
     training = defs.resolve_job_def("training_job")
     assert training.tags.get("workload") == "training"
+    # Retried by its sensor, after a pause, never at once by the daemon (the Celery profile retries untagged runs).
+    assert training.tags.get("dagster/max_retries") == "0"
     chain = defs.resolve_job_def("window_chain_job")
     assert chain.partitions_def is not None
     assert chain.tags.get("dagster/max_retries") == "2"
