@@ -42,7 +42,14 @@ training_job = dg.define_asset_job(
     "training_job",
     # Evaluation and its blocking promotion check follow every training: `best` moves only on evidence.
     selection=dg.AssetSelection.assets("trained_checkpoint", "policy_evaluation"),
-    tags={TRAINING_WORKLOAD_TAG: TRAINING_WORKLOAD, QUEUE_TAG: TRAINING_QUEUE, K8S_CONFIG_TAG: TRAINING_POD},
+    # Never re-executed by the daemon's run retries (the Celery profile retries untagged runs once): a
+    # training step is not repeated behind the registry's back; the training sensor starts the next one.
+    tags={
+        TRAINING_WORKLOAD_TAG: TRAINING_WORKLOAD,
+        QUEUE_TAG: TRAINING_QUEUE,
+        K8S_CONFIG_TAG: TRAINING_POD,
+        "dagster/max_retries": "0",
+    },
     executor_def=dg.in_process_executor,
     description="Train the policy on fresh scored windows, register a checkpoint, evaluate it and promote it "
     "if it is better.",

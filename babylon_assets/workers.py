@@ -10,6 +10,7 @@ Queues: `windows` takes ingest, validate and judge (window_chain_job, asset back
 `training` takes training_job, so a GPU machine can serve only that queue.
 """
 
+import importlib
 import os
 import socket
 import sys
@@ -31,9 +32,18 @@ QUEUE_TAG = "dagster-celery/queue"
 Queue = Literal["windows", "training"]
 WINDOWS_QUEUE: Queue = "windows"
 TRAINING_QUEUE: Queue = "training"
-# A window run that dies with its worker is failed by the worker that receives the redelivered task
-# and then retried by the daemon once; a failing asset is a real failure and is not retried.
+# A window run that dies with its worker is failed by run monitoring once the redelivered task has ended
+# (celery_launcher.py) and then retried by the daemon once; a failing asset is a real failure and is not retried.
 RUN_RETRIES = 1
+# What a window run imports on first use (the RULER judge's litellm, pandas for metadata tables, scipy for
+# the judge's quality figures): about 5 s of CPU that every pool process paid in its first run.
+WINDOW_RUN_IMPORTS = ("babylon_assets.judging.ruler_judge", "pandas", "scipy.stats")
+
+
+def preload_window_run_imports() -> None:
+    """Import what window runs import lazily, so that a worker's pool processes, forked afterwards, have it."""
+    for name in WINDOW_RUN_IMPORTS:
+        importlib.import_module(name)
 
 
 class CelerySettings(BaseModel):
@@ -81,8 +91,9 @@ def run_launcher_config() -> dict[str, YamlValue]:
     """dagster.yaml's run_launcher and run_retries for the Celery profile; the URLs stay `{env: ...}` references."""
     return {
         "run_launcher": {
-            "module": "dagster_celery.launcher",
-            "class": "CeleryRunLauncher",
+            # dagster-celery's launcher with a health check that sees a dead worker's run (celery_launcher.py).
+            "module": "babylon_assets.celery_launcher",
+            "class": "WorkerCheckingCeleryRunLauncher",
             "config": {
                 "broker": {"env": BROKER_ENV},
                 "backend": {"env": BACKEND_ENV},
@@ -142,6 +153,8 @@ def run_worker(queue: Queue, concurrency: int) -> int:
     # pool's processes, forked afterwards, start every run with it already imported.
     import babylon_assets.definitions  # noqa: F401
 
+    if queue == WINDOWS_QUEUE:
+        preload_window_run_imports()
     if queue == TRAINING_QUEUE:
         from babylon_assets.profile import active_profile
         from resources.trainer import trainer_resource_for

@@ -12,15 +12,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 import psycopg
 import pytest
+import yaml
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARENT_RUN_ID_TAG
 from psycopg import sql
 
 from babylon_assets.db.connection import DEFAULT_SCHEMA, store_conninfo, with_database
 from babylon_assets.errors import ConfigurationError
+from babylon_assets.instance import YamlValue, ensure_dagster_database, instance_config
 from babylon_assets.judging.assets import scored_groups
 from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
@@ -40,11 +43,15 @@ from tests.celery_cluster import (
 from tests.dagster_instance import FIRST_WINDOW, drop_dagster_database
 from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
 
-WINDOWS = 4
+# One window per worker: both busy at once, and the killed one's window retried on the survivor.
+WINDOWS = 2
 # Long enough to kill a worker while its window waits on the judge; RULER asks twice per window.
 JUDGE_SECONDS = 1.5
 # Four Python processes import the whole code (about 12 s of CPU each) before the first window runs.
 DEADLINE_SECONDS = 300
+# The daemon's checks in the test instance: a dead run is found and its pool slots freed within a second
+# or two, instead of the generated 15 s each.
+TEST_MONITORING = {"poll_interval_seconds": 1, "free_slots_after_run_end_seconds": 1}
 IN_FLIGHT = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.QUEUED,
@@ -99,11 +106,6 @@ def slow_judge() -> Iterator[JudgeServer]:
         yield server
 
 
-@pytest.mark.skip(
-    reason="open in issue 13: since issue 9's run monitoring joined the Celery launcher in one dagster.yaml, the "
-    "killed worker's run stays STARTED and its window is not retried on the other worker (passed on issue 13's "
-    "branch alone)"
-)
 def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_the_other(
     admin_url: str,
     migrated_template: str,
@@ -136,16 +138,28 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
     }
     for name in ("BABYLON_HOME", "DATABASE_URL", "BABYLON_CELERY_BROKER", "BABYLON_CELERY_BACKEND"):
         monkeypatch.setenv(name, environment[name])
+    # The workers prepare their instance (dagster.yaml, its database) from the same environment; the daemon,
+    # as on a machine of its own, has the same dagster.yaml with quicker monitoring, and starts meanwhile.
+    daemon_home = tmp_path / "daemon_home"
+    daemon_home.mkdir()
+    config = instance_config(url)
+    config["run_monitoring"] = {**cast(dict[str, YamlValue], config["run_monitoring"]), **TEST_MONITORING}
+    (daemon_home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    ensure_dagster_database(url)
     first = start_worker(environment, tmp_path / "worker-a.log")
     second = start_worker(environment, tmp_path / "worker-b.log")
-    daemon: subprocess.Popen[bytes] | None = None
+    # Its run retries look for failed runs every second instead of every 5 s (Dagster's variable).
+    daemon_environment = {
+        **environment,
+        "DAGSTER_HOME": str(daemon_home),
+        "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1",
+    }
+    daemon = start_daemon(daemon_environment, tmp_path / "daemon.log")
+    monkeypatch.setenv("DAGSTER_HOME", str(daemon_home))
     try:
-        # The workers prepare the instance (dagster.yaml, its database) from the same environment.
         deadline = time.monotonic() + DEADLINE_SECONDS
         for worker, log in ((first, "worker-a.log"), (second, "worker-b.log")):
             wait_until_serving(worker, tmp_path / log, deadline)
-        monkeypatch.setenv("DAGSTER_HOME", environment["DAGSTER_HOME"])
-        daemon = start_daemon(environment, tmp_path / "daemon.log")
         with dg.DagsterInstance.get() as instance:
             backfill_id = launch_window_backfill(instance, keys)
 
@@ -212,8 +226,7 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
         assert len(scores(url)) == WINDOWS * 5
     finally:
         for process in (daemon, first, second):
-            if process is not None:
-                stop(process)
+            stop(process)
         drop_dagster_database(url)
         drop_database(url)
         drop_database(baseline_url)

@@ -66,6 +66,8 @@ def test_lineage_groups_and_kinds_tell_the_story() -> None:
 def test_jobs_sensors_and_resources() -> None:
     training = defs.resolve_job_def("training_job")
     assert training.tags.get("workload") == "training"
+    # Retried by its sensor, after a pause, never at once by the daemon (the Celery profile retries untagged runs).
+    assert training.tags.get("dagster/max_retries") == "0"
     chain = defs.resolve_job_def("window_chain_job")
     assert chain.partitions_def is not None
     assert chain.tags.get("dagster/max_retries") == "2"
@@ -95,7 +97,11 @@ def test_instance_config_keeps_the_password_out_of_the_yaml() -> None:
             }
         }
     }
-    assert config["run_coordinator"] == {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+    assert config["run_coordinator"] == {
+        "module": "dagster.core.run_coordinator",
+        "class": "QueuedRunCoordinator",
+        "config": {"dequeue_interval_seconds": 1},
+    }
     assert config["concurrency"] == {
         "runs": {
             "max_concurrent_runs": 4,

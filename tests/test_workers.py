@@ -1,21 +1,28 @@
 """The Celery profile by configuration: what dagster.yaml says with a broker, and what `babylon worker`
 refuses to start with (each refusal one line saying what to set)."""
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
-from dagster_celery.launcher import CeleryRunLauncher
+from dagster._core.launcher.base import WorkerStatus
+from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 
+from babylon_assets import celery_launcher
+from babylon_assets.celery_launcher import WorkerCheckingCeleryRunLauncher
 from babylon_assets.cli import main
+from babylon_assets.errors import ConfigurationError
 from babylon_assets.instance import instance_config
-from tests.celery_cluster import BACKEND, BROKER
-from tests.dagster_instance import drop_dagster_database
+from tests.celery_cluster import BACKEND, BROKER, require_brokers
+from tests.dagster_instance import drop_dagster_database, project_instance
 
 URL = "postgresql://postgres@127.0.0.1:5432/babylon"
+STARTED = dg.DagsterRunStatus.STARTED
 
 
 @pytest.fixture
@@ -53,8 +60,9 @@ def test_a_broker_puts_the_celery_launcher_in_dagster_yaml_without_its_urls(
     (tmp_path / "dagster.yaml").write_text(text)
     validated, _ = dagster_instance_config(str(tmp_path))
     launcher = validated["run_launcher"]
-    assert (launcher["module"], launcher["class"]) == ("dagster_celery.launcher", "CeleryRunLauncher")
-    result = process_config(CeleryRunLauncher.config_type(), launcher["config"])
+    assert launcher["module"] == "babylon_assets.celery_launcher"
+    assert launcher["class"] == WorkerCheckingCeleryRunLauncher.__name__
+    result = process_config(WorkerCheckingCeleryRunLauncher.config_type(), launcher["config"])
     assert result.success, result.errors
     assert result.value is not None
     assert result.value["broker"] == "pyamqp://babylon:s3cret@mq:5672//"
@@ -120,3 +128,36 @@ def test_a_training_worker_without_its_trainers_requirements_stops_at_start(
         monkeypatch.setenv(name, value)
     assert main(["worker", "--queue", "training"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_launcher_takes_a_task_of_a_dead_worker_for_a_dead_run(
+    celery_env: None, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Task states as the real Redis result backend holds them after a worker's death; dagster-celery's own
+    check calls both runs healthy, and they would stay STARTED for ever."""
+    try:
+        require_brokers()
+    except ConfigurationError as error:
+        pytest.fail(f"this test needs RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379: {error}")
+    monkeypatch.setattr(celery_launcher, "WORKER_REPLY_TIMEOUT_SECONDS", 0.5)
+    with project_instance(database_url, tmp_path / "dagster_home", monkeypatch) as instance:
+        launcher = instance.run_launcher
+        assert isinstance(launcher, WorkerCheckingCeleryRunLauncher)
+        backend = launcher.celery.backend
+
+        def run_with_task(state: str, meta: dict[str, str | int] | None, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+            task_id = uuid.uuid4().hex
+            backend.store_result(task_id, meta, state)
+            run = dg.DagsterRun(job_name="window_chain_job", status=status, tags={DAGSTER_CELERY_TASK_ID_TAG: task_id})
+            return instance.add_run(run)
+
+        # Killed: the task stays STARTED, naming a worker that no longer answers.
+        killed = run_with_task("STARTED", {"pid": 1, "hostname": "babylon-windows-gone@nowhere"}, STARTED)
+        health = launcher.check_run_worker_health(killed)
+        assert health.status == WorkerStatus.FAILED and health.msg is not None and "gone@nowhere" in health.msg
+        # Redelivered: another worker ignored the started run, and the task ended SUCCESS.
+        ignored = run_with_task("SUCCESS", None, STARTED)
+        assert launcher.check_run_worker_health(ignored).status == WorkerStatus.FAILED
+        # A run that ended with its task is left alone.
+        finished = run_with_task("SUCCESS", None, dg.DagsterRunStatus.SUCCESS)
+        assert launcher.check_run_worker_health(finished).status == WorkerStatus.SUCCESS
