@@ -34,7 +34,7 @@ from babylon_assets.db.connection import (
     resolve_store_url,
 )
 from babylon_assets.db.migrate import require_migrated
-from babylon_assets.errors import BabylonError
+from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.instance import instance_environment, prepare_instance
 from babylon_assets.partitions import (
     WINDOW_PARTITIONS,
@@ -51,8 +51,6 @@ from babylon_assets.trajectories.config import WindowDiscovery
 from babylon_assets.trajectories.models import WindowCandidate, window_key
 
 DEFINITIONS_MODULE = "babylon_assets.definitions"
-# The code location the webserver and the daemon load; `babylon train`'s runs name it as their origin.
-WORKSPACE_FILE = Path(__file__).resolve().parent.parent / "workspace.yaml"
 MetadataNumber = int | float
 ConsoleConfig = dict[str, dict[str, dict[str, str]]]
 # Every event still goes to the instance (and the UI). The terminal gets this command's lines; a failed
@@ -224,10 +222,19 @@ def _stop_now(signum: int) -> NoReturn:
     os._exit(code)
 
 
+def _workspace_file() -> Path:
+    """The code location the webserver and the daemon load: workspace.yaml beside the package (a checkout)
+    or in the current directory (an installed package run from the project root, as in deploy/)."""
+    for folder in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (folder / "workspace.yaml").is_file():
+            return folder / "workspace.yaml"
+    raise ConfigurationError(f"no workspace.yaml in {Path.cwd()}; run `babylon train` from the project root")
+
+
 def _remote_origin(job_name: str) -> RemoteJobOrigin:
-    """The job's origin in the workspace the webserver and the daemon load (workspace.yaml): a run carrying
-    it belongs to that code location, so the UI's overview timeline shows it next to the sensors' runs."""
-    (location,) = WorkspaceFileTarget(paths=[str(WORKSPACE_FILE)]).create_origins()
+    """The job's origin in the workspace's code location: a run carrying it belongs to that location, so the
+    UI's overview timeline shows it next to the sensors' runs."""
+    (location,) = WorkspaceFileTarget(paths=[str(_workspace_file())]).create_origins()
     return RemoteJobOrigin(
         repository_origin=RemoteRepositoryOrigin(
             code_location_origin=location, repository_name=SINGLETON_REPOSITORY_NAME
@@ -245,7 +252,7 @@ def _execute(
 ) -> ExecutionResult:
     """Run the job in this process as a run of the workspace's code location (`execute_in_process`
     records runs without one, which the timeline leaves out)."""
-    repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", str(WORKSPACE_FILE.parent))
+    repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", str(_workspace_file().parent))
     reconstructable = repository.get_reconstructable_job(job_name)
     job = reconstructable.get_definition()
     partition = {PARTITION_NAME_TAG: partition_key} if partition_key is not None else {}
