@@ -13,10 +13,18 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Literal, NoReturn
 
 import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.definitions.repository_definition import SINGLETON_REPOSITORY_NAME
+from dagster._core.execution.api import execute_run
+from dagster._core.execution.execution_result import ExecutionResult
+from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.storage.tags import PARTITION_NAME_TAG
+from dagster._core.workspace.load_target import WorkspaceFileTarget
 from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import (
@@ -26,8 +34,7 @@ from babylon_assets.db.connection import (
     resolve_store_url,
 )
 from babylon_assets.db.migrate import require_migrated
-from babylon_assets.definitions import defs
-from babylon_assets.errors import BabylonError
+from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.instance import instance_environment, prepare_instance
 from babylon_assets.partitions import (
     WINDOW_PARTITIONS,
@@ -35,6 +42,7 @@ from babylon_assets.partitions import (
     eligible_windows_between,
     latest_completed_window,
 )
+from babylon_assets.progress import progress
 from babylon_assets.run_failures import failure_text
 from babylon_assets.run_health import RUN_PID_TAG, clean_up_dead_runs, process_tags
 from babylon_assets.training.config import TrainingConfig
@@ -42,6 +50,7 @@ from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.config import WindowDiscovery
 from babylon_assets.trajectories.models import WindowCandidate, window_key
 
+DEFINITIONS_MODULE = "babylon_assets.definitions"
 MetadataNumber = int | float
 ConsoleConfig = dict[str, dict[str, dict[str, str]]]
 # Every event still goes to the instance (and the UI). The terminal gets this command's lines; a failed
@@ -90,7 +99,7 @@ class TrainReport(BaseModel):
     promotion: str  # the promotion check's verdict and its evidence
 
 
-def metadata_of(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, dg.MetadataValue]]:
+def metadata_of(result: ExecutionResult) -> dict[str, dict[str, dg.MetadataValue]]:
     """Each materialized asset's metadata in the run, by asset name."""
     return {
         event.materialization.asset_key.to_user_string(): dict(event.materialization.metadata)
@@ -98,7 +107,7 @@ def metadata_of(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, dg.Met
     }
 
 
-def numbers_of(result: dg.ExecuteInProcessResult) -> dict[str, MetadataNumber]:
+def numbers_of(result: ExecutionResult) -> dict[str, MetadataNumber]:
     """The numeric metadata of every materialization in the run, as `asset.key`."""
     return {
         f"{asset}.{key}": value.value
@@ -117,7 +126,7 @@ def metadata_text(metadata: dict[str, dg.MetadataValue], key: str) -> str:
     return str(value.value)
 
 
-def checkpoint_summary(result: dg.ExecuteInProcessResult) -> CheckpointSummary:
+def checkpoint_summary(result: ExecutionResult) -> CheckpointSummary:
     metadata = metadata_of(result).get("trained_checkpoint")
     if metadata is None:
         raise TrainingFailedError(f"the training run {result.run_id} succeeded but materialized no checkpoint")
@@ -136,13 +145,13 @@ def checkpoint_summary(result: dg.ExecuteInProcessResult) -> CheckpointSummary:
     )
 
 
-def failure_reason(result: dg.ExecuteInProcessResult) -> str:
+def failure_reason(result: ExecutionResult) -> str:
     """The first failed step and its error as our code put it (see run_failures)."""
     found = failure_text(result.all_events)
     return found if found is not None else f"run {result.run_id} failed without a failed step; see it in the Dagster UI"
 
 
-def window_outcome(window: str, result: dg.ExecuteInProcessResult) -> WindowOutcome:
+def window_outcome(window: str, result: ExecutionResult) -> WindowOutcome:
     numbers = numbers_of(result)
     if result.success:
         return WindowOutcome(window=window, status="scored", reason=None, numbers=numbers)
@@ -171,12 +180,6 @@ async def _discover(url: str, config: WindowDiscovery, now: datetime) -> list[Wi
             min_agents=config.rule.min_agents,
             min_actions=config.rule.min_actions,
         )
-
-
-def _progress(line: str) -> None:
-    """Progress for a person watching the terminal; logs and pipes get only outcomes."""
-    if sys.stderr.isatty():
-        print(f"babylon train: {line}", file=sys.stderr)
 
 
 class _Stopped(BaseException):
@@ -217,6 +220,50 @@ def _stop_now(signum: int) -> NoReturn:
     print(f"babylon train: stopped by {name}; {what}. Run `babylon train` again to go on.", file=sys.stderr)
     sys.stderr.flush()
     os._exit(code)
+
+
+def _workspace_file() -> Path:
+    """The code location the webserver and the daemon load: workspace.yaml beside the package (a checkout)
+    or in the current directory (an installed package run from the project root, as in deploy/)."""
+    for folder in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (folder / "workspace.yaml").is_file():
+            return folder / "workspace.yaml"
+    raise ConfigurationError(f"no workspace.yaml in {Path.cwd()}; run `babylon train` from the project root")
+
+
+def _remote_origin(job_name: str) -> RemoteJobOrigin:
+    """The job's origin in the workspace's code location: a run carrying it belongs to that location, so the
+    UI's overview timeline shows it next to the sensors' runs."""
+    (location,) = WorkspaceFileTarget(paths=[str(_workspace_file())]).create_origins()
+    return RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=location, repository_name=SINGLETON_REPOSITORY_NAME
+        ),
+        job_name=job_name,
+    )
+
+
+def _execute(
+    instance: dg.DagsterInstance,
+    job_name: str,
+    run_config: dg.RunConfig,
+    tags: dict[str, str],
+    partition_key: str | None = None,
+) -> ExecutionResult:
+    """Run the job in this process as a run of the workspace's code location (`execute_in_process`
+    records runs without one, which the timeline leaves out)."""
+    repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", str(_workspace_file().parent))
+    reconstructable = repository.get_reconstructable_job(job_name)
+    job = reconstructable.get_definition()
+    partition = {PARTITION_NAME_TAG: partition_key} if partition_key is not None else {}
+    run = instance.create_run_for_job(
+        job_def=job,
+        run_config=run_config.to_config_dict(),  # type: ignore[no-untyped-call]  # unannotated in Dagster 1.13
+        tags={**job.run_tags, **tags, **partition},
+        remote_job_origin=_remote_origin(job_name),
+        job_code_origin=reconstructable.get_python_origin(),
+    )
+    return execute_run(reconstructable, run, instance)
 
 
 def _run_stoppably(work: Callable[[], TrainReport]) -> TrainReport:
@@ -287,27 +334,25 @@ def _train(
             f"agents with {discovery.rule.min_actions}+ actions; run `babylon simulate` or `babylon verify`"
         )
     keys = [window_key(candidate.window_id) for candidate in candidates]
-    _progress(f"{len(keys)} eligible window(s) {keys[0]} .. {keys[-1]}")
-    window_job = defs.resolve_job_def("window_chain_job")
-    training_job = defs.resolve_job_def("training_job")
+    progress(f"babylon train: {len(keys)} eligible window(s) {keys[0]} .. {keys[-1]}")
     outcomes: list[WindowOutcome] = []
     # Each run names this process, so a later `babylon train` or the daemon can tell when it died.
     tags = {COMMAND_TAG: "train", **process_tags()}
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(WINDOW_PARTITIONS, keys)
         for key in keys:
-            result = window_job.execute_in_process(
+            result = _execute(
+                instance,
+                "window_chain_job",
+                dg.RunConfig(ops={"validated_windows": discovery.rule}, loggers=console),
+                tags,
                 partition_key=key,
-                instance=instance,
-                run_config=dg.RunConfig(ops={"validated_windows": discovery.rule}, loggers=console),
-                tags=tags,
-                raise_on_error=False,
             )
             outcome = window_outcome(key, result)
             outcomes.append(outcome)
             line = f"window {key} {outcome.status}{_because(outcome.reason)}"
             if outcome.status == "scored":
-                _progress(f"{line} ({len(outcomes)} of {len(keys)})")
+                progress(f"babylon train: {line} ({len(outcomes)} of {len(keys)})")
             else:
                 print(f"babylon train: {line}", file=sys.stderr)
         failed = [outcome for outcome in outcomes if outcome.status == "failed"]
@@ -320,12 +365,9 @@ def _train(
         if not any(outcome.status == "scored" for outcome in outcomes):
             reasons = "; ".join(f"{outcome.window}: {outcome.reason}" for outcome in outcomes)
             raise TrainingFailedError(f"every window was stopped by the agent check, nothing to train on: {reasons}")
-        _progress(f"training {training_config.iterations} iteration(s)")
-        result = training_job.execute_in_process(
-            instance=instance,
-            run_config=dg.RunConfig(ops={"trained_checkpoint": training_config}, loggers=console),
-            tags=tags,
-            raise_on_error=False,
+        progress(f"babylon train: training {training_config.iterations} iteration(s)")
+        result = _execute(
+            instance, "training_job", dg.RunConfig(ops={"trained_checkpoint": training_config}, loggers=console), tags
         )
         evaluations = result.get_asset_check_evaluations()
         failed_steps = [event.step_key for event in result.all_events if event.is_step_failure]

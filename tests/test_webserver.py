@@ -199,6 +199,9 @@ def test_train_command_then_the_ui_shows_the_chain_and_its_runs(
     assert materialized_partitions(port, "trained_checkpoint") == [None]
     assert materialized_partitions(port, "policy_evaluation") == [None]
 
+    # The overview timeline draws runs that have a start time and an origin in the workspace's code location.
+    assert timeline_runs(port) == {("window_chain_job", "babylon"): 3, ("training_job", "babylon"): 1}
+
     # What a person sees: the lineage page, then scored_groups' page with its latest metadata.
     lineage = rendered_text(port, "/asset-groups", "lineage", tmp_path)
     assert "Global asset lineage" in lineage
@@ -213,6 +216,24 @@ def test_train_command_then_the_ui_shows_the_chain_and_its_runs(
     assert "Join the Dagster community" not in lineage + asset
     # Floats are rounded: no 0.9246920000000001 in the metadata.
     assert not re.findall(r"\d\.\d{7,}", asset)
+
+
+def timeline_runs(port: int) -> dict[tuple[str, str], int]:
+    """(job, code location) -> finished runs with start and end times, as the overview timeline reads them."""
+    query = """{ runsOrError { ... on Runs { results {
+        pipelineName startTime endTime repositoryOrigin { repositoryLocationName repositoryName } } } } }"""
+    runs = graphql(port, query)["runsOrError"]
+    assert isinstance(runs, dict) and isinstance(runs["results"], list)
+    found: dict[tuple[str, str], int] = {}
+    for run in runs["results"]:
+        assert isinstance(run, dict)
+        origin = run["repositoryOrigin"]
+        if origin is None or run["startTime"] is None or run["endTime"] is None:
+            continue
+        assert isinstance(origin, dict)
+        key = (str(run["pipelineName"]), str(origin["repositoryLocationName"]))
+        found[key] = found.get(key, 0) + 1
+    return found
 
 
 def wait_for_ui(port: int, process: subprocess.Popen[bytes] | subprocess.Popen[str], name: str) -> None:

@@ -102,6 +102,11 @@ class Judge(Protocol):
     @property
     def group_size(self) -> int: ...
 
+    @property
+    def concurrency(self) -> int:
+        """Requests it may have in flight at once (1 for a judge that makes none)."""
+        ...
+
     async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:
         """Every trajectory of `group` scored in [0, 1]; raises JudgeFailedError, never drops one."""
         ...

@@ -40,6 +40,9 @@ def shorten(text: str, tokens: list[int], allowance: int) -> str:
 def judge_messages(trajectory: Trajectory, max_tokens: int) -> list[ChatMessage]:
     """`trajectory_messages(trajectory)`, shortened so that together they take at most about `max_tokens`."""
     messages = trajectory_messages(trajectory)
+    # A token is at least one UTF-8 byte: texts no longer than the budget in bytes fit without counting.
+    if sum(len(message.content.encode()) for message in messages) <= max_tokens:
+        return messages
     encoded = [encoding.encode(message.content, disallowed_special=()) for message in messages]
     sizes = [len(tokens) for tokens in encoded]
     if sum(sizes) <= max_tokens:

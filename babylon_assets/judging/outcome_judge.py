@@ -125,6 +125,10 @@ class OutcomeJudge:
     def group_size(self) -> int:
         return self._group_size
 
+    @property
+    def concurrency(self) -> int:
+        return 1
+
     async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:
         assessments = [(trajectory, assess(trajectory, group.outcomes)) for trajectory in group.trajectories]
         return GroupScoring(

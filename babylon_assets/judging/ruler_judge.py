@@ -223,6 +223,10 @@ class RulerJudge:
         fitting = self.settings.max_group_tokens // self.settings.max_trajectory_tokens
         return max(1, min(self.settings.group_size, fitting))
 
+    @property
+    def concurrency(self) -> int:
+        return self.settings.max_concurrency
+
     def limiter(self) -> asyncio.Semaphore:
         """The concurrency limit on judge requests, across all groups and windows of this event loop."""
         loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ from datetime import datetime
 from statistics import fmean
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
 from babylon_assets.db.connection import AsyncConn
@@ -29,13 +30,14 @@ from babylon_assets.judging.judge import (
     total_stats,
 )
 from babylon_assets.trajectories.models import Trajectory, window_key
-from babylon_assets.trajectories.reader import load_accepted, load_market_outcomes
+from babylon_assets.trajectories.reader import load_validated
 
 # How long judging one window may take, all its groups, orders and retries together (a judge that
 # never answers would otherwise hold the window for attempts x timeout per order).
 WINDOW_DEADLINE_SECONDS = 600.0
-# Windows of one `score_windows` call judged at the same time.
-MAX_WINDOWS = 2
+# Windows of one `score_windows` call judged at the same time, at least: as many as the judge takes
+# requests at once, so that its limit, not the windows' loading and storing, is what bounds the calls.
+MIN_WINDOWS = 2
 
 
 class ScoredTrajectory(BaseModel):
@@ -118,15 +120,16 @@ async def score_windows(
     window_ids: Sequence[datetime],
     *,
     deadline_seconds: float = WINDOW_DEADLINE_SECONDS,
-    max_windows: int = MAX_WINDOWS,
+    max_windows: int | None = None,
 ) -> ScoringReport:
-    """Score every window independently, `max_windows` at a time; if any failed, raise WindowsFailedError.
+    """Score every window independently, `max_windows` at a time (by default the judge's concurrency, at
+    least MIN_WINDOWS); if any failed, raise WindowsFailedError.
 
     Windows that succeed are stored whatever happens to the others.
     """
     _require_autocommit(conn)
     lock = asyncio.Lock()  # one connection: its uses are serialised, the judge calls are not
-    slots = asyncio.Semaphore(max_windows)
+    slots = asyncio.Semaphore(max_windows or max(MIN_WINDOWS, judge.concurrency))
 
     async def one(window_id: datetime) -> WindowScoring:
         async with slots:
@@ -158,8 +161,7 @@ async def _score_window(
     key = window_key(window_id)
     try:
         async with lock:
-            trajectories = await load_accepted(conn, window_id)
-            outcomes = await load_market_outcomes(conn, window_id)
+            trajectories, outcomes = await load_validated(conn, window_id)
         if not trajectories:
             raise NothingToScoreError(f"window {key} has no accepted trajectories to score; validate it again")
         groups = split_groups(trajectories, judge.group_size)
@@ -257,7 +259,7 @@ async def _store(
     ids = [row.trajectory_id for row in scoring.scores]
     snapshot_id = groups[0][0].snapshot_id
     permutation_rows = [
-        (window_id, group.group_index, p.permutation, p.trajectory_id, p.position, p.score, p.explanation, p.cache_key)
+        (group.group_index, p.permutation, p.trajectory_id, p.position, p.score, p.explanation, p.cache_key)
         for group in scorings
         for p in group.permutations
     ]
@@ -271,27 +273,36 @@ async def _store(
         for table in ("window_scores", "judge_window_stats", "judge_failures"):
             delete = sql.SQL("DELETE FROM {} WHERE window_id = %s").format(sql.Identifier(table))
             await cur.execute(delete, (window_id,))
-        await cur.executemany(
-            "INSERT INTO judge_groups (window_id, group_index, trajectory_ids) VALUES (%s, %s, %s)",
-            [(window_id, index, [t.trajectory_id for t in group]) for index, group in enumerate(groups)],
+        # Each table's rows go in one statement, as arrays (judge_groups' trajectory_ids as JSON: unnest
+        # would flatten an array of arrays).
+        await cur.execute(
+            """
+            INSERT INTO judge_groups (window_id, group_index, trajectory_ids)
+            SELECT %s, g.ordinality - 1, ARRAY(SELECT jsonb_array_elements_text(g.ids))
+            FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS g(ids, ordinality)
+            """,
+            (window_id, Jsonb([[t.trajectory_id for t in group] for group in groups])),
         )
-        await cur.executemany(
+        await cur.execute(
             """
             INSERT INTO judge_permutation_scores
                 (window_id, group_index, permutation, trajectory_id, position, score, explanation, cache_key)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            SELECT %s, * FROM unnest(%s::int[], %s::int[], %s::text[], %s::int[], %s::float8[], %s::text[], %s::text[])
             """,
-            permutation_rows,
+            (window_id, *_columns(permutation_rows, 7)),
         )
-        await cur.executemany(
+        await cur.execute(
             """
             INSERT INTO trajectory_scores (trajectory_id, window_id, group_index, score, judge, rubric_version)
-            VALUES (%s, %s, %s, %s, %s, %s)
+            SELECT t.trajectory_id, %s, t.group_index, t.score, %s, %s
+            FROM unnest(%s::text[], %s::int[], %s::float8[]) AS t(trajectory_id, group_index, score)
             """,
-            [
-                (row.trajectory_id, window_id, row.group_index, row.score, scoring.judge, scoring.rubric_version)
-                for row in scoring.scores
-            ],
+            (
+                window_id,
+                scoring.judge,
+                scoring.rubric_version,
+                *_columns([(row.trajectory_id, row.group_index, row.score) for row in scoring.scores], 3),
+            ),
         )
         await cur.execute(
             """
@@ -319,6 +330,11 @@ async def _store(
                 scoring.stats.unpriced_calls,
             ),
         )
+
+
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows as `width` column lists, the parameters of an INSERT ... SELECT FROM unnest(...)."""
+    return [[row[index] for row in rows] for index in range(width)]
 
 
 class ScoreCompleteness(BaseModel):

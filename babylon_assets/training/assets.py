@@ -7,6 +7,7 @@ import dagster as dg
 
 from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.metadata import markdown_table
+from babylon_assets.progress import progress
 from babylon_assets.training import metric_names
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.train import train_policy
@@ -107,7 +108,11 @@ def trained_checkpoint(
     trainer: TrainerResource,
     wandb: WandbResource,
 ) -> dg.MaterializeResult[None]:
-    result = train_policy(database.store_url(), trainer.build(), wandb, config)
+    def show(number: int, record: StepRecord) -> None:
+        loss = record.metrics.get(metric_names.LOSS)
+        progress(f"training step {number} of {config.iterations}" + ("" if loss is None else f", loss {loss:.4f}"))
+
+    result = train_policy(database.store_url(), trainer.build(), wandb, config, on_step=show)
     # One observation per step, so the asset's plots show the learning curve within a run too.
     for record in result.steps:
         context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=step_metrics(record)))

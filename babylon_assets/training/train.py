@@ -7,6 +7,7 @@ registration leaves nothing registered, so the next run resumes from the last re
 """
 
 import random
+from collections.abc import Callable
 from datetime import datetime
 
 import psutil
@@ -213,8 +214,11 @@ def train_policy(
     trainer: TrainerBackend,
     tracker: ExperimentTracker,
     config: TrainingConfig,
+    on_step: Callable[[int, StepRecord], None] | None = None,
 ) -> TrainingResult:
-    """Add `config.iterations` registered checkpoints to the trainer's policy; see the module docstring."""
+    """Add `config.iterations` registered checkpoints to the trainer's policy; see the module docstring.
+
+    `on_step(n, record)` is called after the n-th (1-based) step of this call is registered."""
     policy = trainer.policy
     with connect(url, autocommit=True) as lock_conn:
         lease = registry.lock_model(lock_conn, policy.name)
@@ -239,11 +243,13 @@ def train_policy(
                 if margin is not None:
                     run.log({metric_names.EVAL_MARGIN: margin}, step=previous_step)
                 loaded: dict[datetime, list[ScoredTrajectory]] = {}
-                for _ in range(config.iterations):
+                for number in range(1, config.iterations + 1):
                     record = train_one_step(
                         context, trainer, run, previous_step=previous_step, margin_before=margin, loaded=loaded
                     )
                     records.append(record)
+                    if on_step is not None:
+                        on_step(number, record)
                     previous_step, margin = record.step, record.eval_margin_after
             except BaseException:
                 run.finish(failed=True)

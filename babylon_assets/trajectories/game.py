@@ -37,10 +37,29 @@ WINDOW_KEY_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-
 # Whitespace that agent-id comparison ignores (Python's str.strip, for the ASCII cases SQL can name).
 _AGENT_TRIM = " \t\n\r\x0b\x0c"
 _RECORDED = sql.SQL("(to_jsonb(t) - %(bookkeeping)s::text[])")
-_IN_WINDOW = sql.SQL(
-    """(t."windowId" = %(key)s
-        OR (t."windowId" IS NULL AND t."startTime" >= %(start)s AND t."startTime" < %(end)s))"""
+# The distinct agents, found by skipping through the game's ("agentId", "startTime") index one value at
+# a time. The game has no index on "startTime" alone: rows without a windowId are read agent by agent
+# through that index, so the cost follows the agents and the hours asked for, not the history's size.
+_AGENTS = sql.SQL(
+    """agents(id) AS (
+        (SELECT "agentId" FROM "trajectories" ORDER BY "agentId" LIMIT 1)
+        UNION ALL
+        SELECT (SELECT n."agentId" FROM "trajectories" n WHERE n."agentId" > a.id ORDER BY n."agentId" LIMIT 1)
+        FROM agents a WHERE a.id IS NOT NULL
+    )"""
 )
+_IN_WINDOW = sql.SQL(
+    """t."id" IN (
+        WITH RECURSIVE {agents}
+        SELECT w."id" FROM "trajectories" w WHERE w."windowId" = %(key)s
+        UNION ALL
+        SELECT u."id" FROM agents a CROSS JOIN LATERAL (
+            SELECT u."id" FROM "trajectories" u
+            WHERE u."agentId" = a.id AND u."startTime" >= %(start)s AND u."startTime" < %(end)s
+              AND u."windowId" IS NULL
+        ) u
+    )"""
+).format(agents=_AGENTS)
 
 
 class RecordedRow(BaseModel):
@@ -210,17 +229,29 @@ async def discover_windows(
     since, closed = lookback_start(moment, lookback_hours), hour_floor(moment)
     async with conn.cursor() as cur:
         await cur.execute(
-            """
+            sql.SQL(
+                """
+            WITH RECURSIVE {agents}
             SELECT coalesce(t."windowId", to_char(date_trunc('hour', t."startTime"), 'YYYY-MM-DD"T"HH24:00')),
                    count(DISTINCT lower(btrim(t."agentId", %(trim)s))), count(*)
-            FROM "trajectories" t
-            WHERE t."isTrainingData" AND t."episodeLength" >= %(min_actions)s
-              AND ((t."windowId" >= %(since_key)s AND t."windowId" < %(closed_key)s AND t."windowId" ~ %(pattern)s)
-                   OR (t."windowId" IS NULL AND t."startTime" >= %(since)s AND t."startTime" < %(closed)s))
+            FROM (
+                SELECT t."windowId", t."startTime", t."agentId" FROM "trajectories" t
+                WHERE t."isTrainingData" AND t."episodeLength" >= %(min_actions)s
+                  AND t."windowId" >= %(since_key)s AND t."windowId" < %(closed_key)s AND t."windowId" ~ %(pattern)s
+                UNION ALL
+                -- Rows without a windowId, by their startTime, agent by agent (see _AGENTS).
+                SELECT t."windowId", t."startTime", t."agentId" FROM agents a
+                CROSS JOIN LATERAL (
+                    SELECT u."windowId", u."startTime", u."agentId" FROM "trajectories" u
+                    WHERE u."agentId" = a.id AND u."startTime" >= %(since)s AND u."startTime" < %(closed)s
+                      AND u."windowId" IS NULL AND u."isTrainingData" AND u."episodeLength" >= %(min_actions)s
+                ) t
+            ) t
             GROUP BY 1
             HAVING count(DISTINCT lower(btrim(t."agentId", %(trim)s))) >= %(min_agents)s
             ORDER BY 1 DESC
-            """,
+            """
+            ).format(agents=_AGENTS),
             {
                 "trim": _AGENT_TRIM,
                 "min_actions": min_actions,
@@ -244,17 +275,32 @@ async def discover_windows(
 
 
 async def unwindowed_rows(conn: AsyncConn, limit: int) -> tuple[list[UnwindowedRow], int]:
-    """Up to `limit` rows whose windowId is not a window key, and how many there are."""
+    """Up to `limit` rows whose windowId is not a window key, and how many there are.
+
+    The distinct windowIds are found by skipping through the game's ("windowId") index, one probe per
+    value, so the cost follows the number of hours recorded, not the number of rows."""
     async with conn.cursor() as cur:
         await cur.execute(
-            'SELECT count(*) FROM "trajectories" WHERE "windowId" IS NOT NULL AND "windowId" !~ %s',
+            """
+            WITH RECURSIVE keys(id) AS (
+                (SELECT "windowId" FROM "trajectories" WHERE "windowId" IS NOT NULL ORDER BY "windowId" LIMIT 1)
+                UNION ALL
+                SELECT (SELECT t."windowId" FROM "trajectories" t WHERE t."windowId" > k.id
+                        ORDER BY t."windowId" LIMIT 1)
+                FROM keys k WHERE k.id IS NOT NULL
+            )
+            SELECT coalesce(array_agg(id), '{}') FROM keys WHERE id IS NOT NULL AND id !~ %s
+            """,
             (WINDOW_KEY_PATTERN,),
         )
+        found = await cur.fetchone()
+        bad_keys: list[str] = found[0] if found is not None else []
+        await cur.execute('SELECT count(*) FROM "trajectories" WHERE "windowId" = ANY(%s)', (bad_keys,))
         counted = await cur.fetchone()
         await cur.execute(
             'SELECT "id", "trajectoryId", "agentId", "windowId" FROM "trajectories" '
-            'WHERE "windowId" IS NOT NULL AND "windowId" !~ %s ORDER BY "id" LIMIT %s',
-            (WINDOW_KEY_PATTERN, limit),
+            'WHERE "windowId" = ANY(%s) ORDER BY "id" LIMIT %s',
+            (bad_keys, limit),
         )
         rows = [
             UnwindowedRow(source_id=source_id, trajectory_id=trajectory_id, agent_id=agent_id, window_id=window)

@@ -230,30 +230,49 @@ async def load_window(conn: AsyncConn, window_id: datetime, *, min_actions: int)
 async def load_accepted(conn: AsyncConn, window_id: datetime) -> list[Trajectory]:
     """The rows the window's last stored validation accepted (see `validation.validate_window`), read from
     the snapshot that validation used."""
-    async with conn.cursor() as cur:
-        await cur.execute("SELECT snapshot_id FROM window_validations WHERE window_id = %s", (window_id,))
-        found = await cur.fetchone()
-        if found is None:
-            raise BabylonError(
-                f"window {window_key(window_id)} has never been validated; validate it first "
-                "(materialize validated_windows for it, or call validate_window)"
-            )
-        snapshot_id: int = found[0]
-        await cur.execute(
-            "SELECT source_id FROM trajectory_validations WHERE snapshot_id = %s AND accepted", (snapshot_id,)
+    trajectories, _outcomes = await load_validated(conn, window_id)
+    return trajectories
+
+
+async def load_validated(conn: AsyncConn, window_id: datetime) -> tuple[list[Trajectory], MarketOutcomes]:
+    """The window's accepted rows and the ground truth ingested with them, from the snapshot its last
+    validation used: two statements in one round trip."""
+    async with conn.pipeline(), conn.cursor() as snapshot, conn.cursor() as accepted:
+        await snapshot.execute(
+            """
+            SELECT v.snapshot_id, s.outcomes::text FROM window_validations v
+            JOIN window_snapshots s ON s.id = v.snapshot_id WHERE v.window_id = %s
+            """,
+            (window_id,),
         )
-        source_ids = [source_id for (source_id,) in await cur.fetchall()]
-    # Snapshots are immutable, so the accepted rows validate again; only the cross-row rules need not run.
-    load = validate_rows(
-        await snapshot_rows(conn, snapshot_id, source_ids), window_id, snapshot_id=snapshot_id, min_actions=1
-    )
-    if load.rejected:
-        first = load.rejected[0]
+        await accepted.execute(
+            """
+            SELECT r.source_id, r.recorded::text FROM window_validations v
+            JOIN trajectory_validations t ON t.snapshot_id = v.snapshot_id AND t.accepted
+            JOIN snapshot_rows r ON r.snapshot_id = t.snapshot_id AND r.source_id = t.source_id
+            WHERE v.window_id = %s ORDER BY r.source_id
+            """,
+            (window_id,),
+        )
+        found = await snapshot.fetchone()
+        rows = await accepted.fetchall()
+    if found is None:
         raise BabylonError(
-            f"row {first.source_id} of window {window_key(window_id)} was accepted but no longer validates "
-            f"({first.reason}); validate the window again"
+            f"window {window_key(window_id)} has never been validated; validate it first "
+            "(materialize validated_windows for it, or call validate_window)"
         )
-    return load.accepted
+    snapshot_id: int = found[0]
+    trajectories: list[Trajectory] = []
+    # Snapshots are immutable, so the accepted rows parse again; the rules across rows need not run.
+    for source_id, recorded in rows:
+        parsed = parse_recorded(recorded)
+        if isinstance(parsed, str):
+            raise BabylonError(
+                f"row {source_id} of window {window_key(window_id)} was accepted but no longer validates "
+                f"({parsed}); validate the window again"
+            )
+        trajectories.append(Trajectory(window_id=window_id, snapshot_id=snapshot_id, row=parsed))
+    return trajectories, MarketOutcomes.model_validate_json(found[1])
 
 
 async def load_market_outcomes(conn: AsyncConn, window_id: datetime) -> MarketOutcomes:
