@@ -1,7 +1,7 @@
 """Does training make the agent better? SmolLM2-135M trained on judged simulated windows, then played.
 
     python bench/bench_learning.py [--judge outcome|local-llm] [--windows 5] [--steps 3]
-        [--windows-per-step 1] [--markets 6] [--decisions 3] [--learning-rate 2e-4] [--max-seq-len 512]
+        [--windows-per-step 1] [--markets 6] [--decisions 2] [--learning-rate 2e-4] [--max-seq-len 512]
         [--threads 1]
 
 On a scratch database (BABYLON_BENCH_ADMIN_URL, default the local server): simulate windows of 5 agents,
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--windows-per-step", type=int, default=1)
     parser.add_argument("--markets", type=int, default=6)
-    parser.add_argument("--decisions", type=int, default=3)
+    parser.add_argument("--decisions", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--max-seq-len", type=int, default=512)

@@ -1,6 +1,11 @@
 """The local-llm judge: the production RULER path (ART's `ruler`, LiteLLM over HTTP, the pinned schema, the
 answer cache, PostgreSQL) against a real xllamacpp server of SmolLM2-135M on 127.0.0.1."""
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -8,6 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from babylon_assets.cli import main
 from babylon_assets.db.connection import AsyncConn, connect_async
 from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_server, local_ruler_settings
 from babylon_assets.judging.ruler_judge import RulerJudge
@@ -65,3 +71,28 @@ def test_the_local_judge_server_refuses_a_request_without_its_key() -> None:
         with urllib.request.urlopen(request, timeout=5) as answered:
             assert answered.status == 200
     assert refused.value.code == 401
+
+
+def test_babylon_judge_serve_needs_a_key(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("BABYLON_JUDGE_API_KEY", raising=False)
+
+    assert main(["judge", "serve", "--port", "0"]) == 2
+    assert "BABYLON_JUDGE_API_KEY is not set" in capsys.readouterr().err
+
+
+def test_babylon_judge_serve_answers_in_the_foreground_until_sigterm() -> None:
+    key = "serve-test-key-0123456789"
+    environment = {**os.environ, "BABYLON_JUDGE_API_KEY": key}
+    command = [sys.executable, "-m", "babylon_assets.cli", "judge", "serve", "--port", "0"]
+    with subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as served:
+        assert served.stdout is not None
+        line = served.stdout.readline()
+        found = re.search(r"at (http://127\.0\.0\.1:\d+/v1);", line)
+        assert found, line
+        request = urllib.request.Request(f"{found[1]}/models", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=5) as answered:
+            assert answered.status == 200
+        served.send_signal(signal.SIGTERM)
+        assert served.wait(timeout=30) == 0
