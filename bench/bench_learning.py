@@ -13,7 +13,7 @@ trajectories with each window's scores shuffled. Then the base model, both train
 scripted strategies play the same --markets unseen simulated markets (closed-loop). One table: policy,
 mean P&L and its paired 95% CI against the base, win rate against the base, invalid-reply rate, held-out
 margin before/after; the wall time of each phase; the paired tests trained > base and trained > control.
-The defaults take about 20 minutes on 2 shared cores.
+The defaults took 22 minutes on 2 busy shared cores (README, Benchmarks).
 """
 
 import argparse
@@ -77,7 +77,8 @@ async def _ingest_and_validate(game_url: str, url: str, window_ids: list[datetim
 async def _score(url: str, judge: Judge, window_ids: list[datetime]) -> float | None:
     """Score the windows (replacing earlier scores); the judge's mean Kendall tau with the realized P&L."""
     async with await connect_async(url, autocommit=True) as conn:
-        await score_windows(conn, judge, window_ids, max_windows=1)
+        # A 135M judge on busy cores takes minutes per call: no deadline short of the bench's own budget.
+        await score_windows(conn, judge, window_ids, max_windows=1, deadline_seconds=1800)
         taus = [(await measure_judge_quality(conn, w, judge=judge.name)).score_pnl_tau for w in window_ids]
     measured = [tau for tau in taus if tau is not None]
     return fmean(measured) if measured else None

@@ -36,6 +36,7 @@ JUDGE_API_BASE_ENV = "BABYLON_JUDGE_API_BASE"
 JUDGE_API_KEY_ENV = "BABYLON_JUDGE_API_KEY"
 JUDGE_THREADS_ENV = "BABYLON_JUDGE_THREADS"
 PROFILE_JUDGES: dict[Profile, JudgeKind] = {"local": "outcome", "local-llm": "local-llm", "production": "ruler"}
+LOCAL_WINDOW_DEADLINE_SECONDS = 1800.0
 # The RULER judge's defaults live in RulerSettings; the resource shows the same ones.
 _DEFAULTS = RulerSettings()
 
@@ -178,6 +179,8 @@ def judge_resource_for(profile: Profile) -> JudgeResource:
             api_base=dg.EnvVar(JUDGE_API_BASE_ENV) if served else None,
             api_key=dg.EnvVar(JUDGE_API_KEY_ENV) if served else None,
             threads=int(threads) if threads else 1,
+            # One call of a 5-agent window takes 1-5 minutes on 2 busy cores, and the orders queue.
+            window_deadline_seconds=LOCAL_WINDOW_DEADLINE_SECONDS,
         )
     why = "the RULER judge needs it (or set BABYLON_JUDGE=outcome to score from market outcomes without an LLM)"
     settings.required(JUDGE_API_BASE_ENV, f"{why}; e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
