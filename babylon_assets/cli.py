@@ -160,6 +160,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_judge_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from pydantic import SecretStr
+
+    from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_server
+    from babylon_assets.settings import SettingsReader
+    from resources.judge import JUDGE_API_BASE_ENV, JUDGE_API_KEY_ENV, JUDGE_ENV
+
+    settings = SettingsReader()
+    key = settings.required(
+        JUDGE_API_KEY_ENV,
+        "the server accepts only requests carrying it; e.g. "
+        f"export {JUDGE_API_KEY_ENV}=$(python -c 'import secrets; print(secrets.token_urlsafe())')",
+    )
+    settings.check()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    with local_judge_server(LocalJudgeSettings(port=args.port, threads=args.threads), SecretStr(key)) as server:
+        print(
+            f"babylon judge serve: SmolLM2-135M at {server.api_base}; point the platform at it with "
+            f"BABYLON_PROFILE=local-llm (or {JUDGE_ENV}=local-llm) {JUDGE_API_BASE_ENV}={server.api_base} and the "
+            f"same {JUDGE_API_KEY_ENV}. Ctrl-C stops it.",
+            flush=True,
+        )
+        stop.wait()
+    return 0
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -307,6 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--decisions", type=_positive, default=6, help="decisions per market (default 6)")
     evaluate.add_argument("--max-new-tokens", type=_positive, default=96, help="reply length limit (default 96)")
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    judge = commands.add_parser("judge", parents=[debug], help="the local-llm judge's server")
+    judge_commands = judge.add_subparsers(dest="judge_command", required=True, metavar="JUDGE_COMMAND")
+    serve = judge_commands.add_parser(
+        "serve",
+        parents=[debug],
+        help="serve SmolLM2-135M as an OpenAI-compatible judge on 127.0.0.1 in the foreground (needs "
+        "BABYLON_JUDGE_API_KEY: the key requests must carry)",
+    )
+    serve.add_argument(
+        "--port", type=_non_negative, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free one)"
+    )
+    serve.add_argument("--threads", type=_positive, default=1, help="llama.cpp threads (default 1)")
+    serve.set_defaults(handler=_cmd_judge_serve)
 
     return parser
 

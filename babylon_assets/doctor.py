@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.errors import BabylonError
+from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.profile import PROFILE_ENV, active_profile
 from babylon_assets.settings import ConfigurationProblems
 
@@ -68,7 +68,22 @@ def _judge() -> str:
     from resources.judge import judge_resource_for
 
     judge = judge_resource_for(active_profile())
-    return "outcome (scores from market outcomes, no LLM)" if judge.kind == "outcome" else f"ruler, model {judge.model}"
+    if judge.kind == "outcome":
+        return "outcome (scores from market outcomes, no LLM)"
+    if judge.kind == "ruler":
+        return f"ruler, model {judge.model}"
+    import importlib.util
+
+    from babylon_assets.training.gguf import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    if judge.api_base is None and importlib.util.find_spec("xllamacpp") is None:
+        raise ConfigurationError(
+            "the local-llm judge serves SmolLM2 with xllamacpp, which is not installed: "
+            "`pip install xllamacpp==2026.10.11549` (make install does it)"
+        )
+    where = "the server at BABYLON_JUDGE_API_BASE" if judge.api_base else "xllamacpp on 127.0.0.1, started per run"
+    return f"local-llm, RULER with {judge.model} ({gguf.name}) on {where}, {judge.threads} thread(s)"
 
 
 def _trainer() -> str:

@@ -2,6 +2,8 @@
 
 `local`: embedded PostgreSQL unless DATABASE_URL is set, the outcome judge (no LLM), the torch
 trainer on CPU with a tiny model built from a config, W&B offline.
+`local-llm`: the local profile with the RULER judge against SmolLM2-135M served by xllamacpp on
+127.0.0.1 (started by the platform; no key, no download).
 `production`: DATABASE_URL required, the RULER judge over HTTP, the configured trainer backend,
 W&B online with WANDB_API_KEY. Nothing ever falls back from one to the other.
 """
@@ -12,7 +14,7 @@ from typing import Literal, get_args
 
 from babylon_assets.errors import ConfigurationError
 
-Profile = Literal["local", "production"]
+Profile = Literal["local", "local-llm", "production"]
 PROFILE_ENV = "BABYLON_PROFILE"
 
 _announced: set[Profile] = set()

@@ -1,15 +1,19 @@
 """Does training make the agent better? SmolLM2-135M trained on judged simulated windows, then played.
 
-    python bench/bench_learning.py [--windows 6] [--steps 3] [--windows-per-step 2] [--markets 4]
-        [--decisions 4] [--learning-rate 2e-4] [--max-seq-len 1024] [--threads 1]
+    python bench/bench_learning.py [--judge outcome|local-llm] [--windows 5] [--steps 3]
+        [--windows-per-step 1] [--markets 6] [--decisions 2] [--learning-rate 2e-4] [--max-seq-len 512]
+        [--threads 1]
 
 On a scratch database (BABYLON_BENCH_ADMIN_URL, default the local server): simulate windows of 5 agents,
-validate them, score them with the outcome judge, and train SmolLM2-135M-Instruct (LoRA) for --steps
-steps. As a control, train a second model on the same trajectories with each window's scores shuffled.
-Then the base model, both trained policies and the scripted strategies play the same --markets unseen
-simulated markets (closed-loop `evaluate_checkpoint`). One table: policy, mean P&L and its paired 95% CI
-against the base, win rate against the base, invalid-reply rate, held-out margin before/after, and the
-wall time of each phase; then the paired tests trained > base and trained > shuffled control.
+validate them, score them with the outcome judge and, with `--judge local-llm`, then with the RULER judge
+through an xllamacpp server of SmolLM2-135M (the production RULER path: LiteLLM, pinned schema, cache),
+whose scores the training uses; the judges' Kendall tau with the realized P&L is printed side by side.
+Train SmolLM2-135M-Instruct (LoRA) for --steps steps; as a control, train a second model on the same
+trajectories with each window's scores shuffled. Then the base model, both trained policies and the
+scripted strategies play the same --markets unseen simulated markets (closed-loop). One table: policy,
+mean P&L and its paired 95% CI against the base, win rate against the base, invalid-reply rate, held-out
+margin before/after; the wall time of each phase; the paired tests trained > base and trained > control.
+The defaults took 22 minutes on 2 busy shared cores (README, Benchmarks).
 """
 
 import argparse
@@ -21,31 +25,67 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import fmean
+from typing import Literal
 
 import torch
 
 from babylon_assets.db.connection import connect, connect_async
-from babylon_assets.evaluation.evaluate import EvaluationSettings, PolicyScore, evaluate_checkpoint, paired_comparison
+from babylon_assets.evaluation.evaluate import (
+    CHECKPOINT,
+    EvaluationSettings,
+    PolicyScore,
+    evaluate_checkpoint,
+    load_checkpoint_policy,
+    model_score,
+    paired_comparison,
+    play_policy,
+)
+from babylon_assets.judging.judge import Judge
+from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_server, local_ruler_settings
 from babylon_assets.judging.outcome_judge import OutcomeJudge
+from babylon_assets.judging.quality import measure_judge_quality
+from babylon_assets.judging.ruler_judge import RulerJudge
 from babylon_assets.judging.scoring import score_windows
 from babylon_assets.training.config import TrainingConfig
+from babylon_assets.training.hf_policy import resolve_base_model
 from babylon_assets.training.train import train_policy
 from babylon_assets.training.types import SMOLLM2_BASE_MODEL, TrainingResult
+from babylon_assets.trajectories.ingest import ingest_window
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
-from bench.scratch import scratch_database
+from bench.scratch import scratch_database, store_url
 from resources.trainer import TrainerResource
 from resources.wandb import WandbResource
 
 AGENTS = 5
+JudgeChoice = Literal["outcome", "local-llm"]
 
 
-async def _validate_and_score(url: str, window_ids: list[str]) -> None:
-    ids = [datetime.fromisoformat(key).replace(tzinfo=UTC) for key in window_ids]
+async def _ingest_and_validate(game_url: str, url: str, window_ids: list[datetime]) -> None:
+    """raw_trajectories then validated_windows, as the pipeline runs them."""
+    async with (
+        await connect_async(game_url) as game,
+        await connect_async(url) as store,
+        await connect_async(url, autocommit=True) as verdicts,
+    ):
+        for window_id in window_ids:
+            await ingest_window(game, store, window_id)
+            await validate_window(verdicts, window_id, min_actions=1)
+
+
+async def _score(url: str, judge: Judge, window_ids: list[datetime]) -> float | None:
+    """Score the windows (replacing earlier scores); the judge's mean Kendall tau with the realized P&L."""
     async with await connect_async(url, autocommit=True) as conn:
-        for window_id in ids:
-            await validate_window(conn, window_id, min_actions=1)
-        await score_windows(conn, OutcomeJudge(), ids)
+        # A 135M judge on busy cores takes minutes per call: no deadline short of the bench's own budget.
+        await score_windows(conn, judge, window_ids, max_windows=1, deadline_seconds=1800)
+        taus = [(await measure_judge_quality(conn, w, judge=judge.name)).score_pnl_tau for w in window_ids]
+    measured = [tau for tau in taus if tau is not None]
+    return fmean(measured) if measured else None
+
+
+def _tau(value: float | None) -> str:
+    return "none" if value is None else f"{value:+.2f}"
 
 
 def _shuffle_scores(url: str, seed: int) -> None:
@@ -78,19 +118,21 @@ HEADER = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--windows", type=int, default=6)
+    parser.add_argument("--judge", choices=["outcome", "local-llm"], default="outcome")
+    parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--windows-per-step", type=int, default=2)
-    parser.add_argument("--markets", type=int, default=4)
-    parser.add_argument("--decisions", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=80)
+    parser.add_argument("--windows-per-step", type=int, default=1)
+    parser.add_argument("--markets", type=int, default=6)
+    parser.add_argument("--decisions", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--max-seq-len", type=int, default=1024)
+    parser.add_argument("--max-seq-len", type=int, default=512)
     # Logits of 49152-token vocabulary rows dominate memory: 8192 tokens per batch took 21 GB here.
     parser.add_argument("--tokens-per-batch", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    judge_choice: JudgeChoice = args.judge
     torch.set_num_threads(args.threads)
     phases: dict[str, float] = {}
     home = Path(tempfile.mkdtemp(prefix="babylon-bench-learning-"))
@@ -117,12 +159,25 @@ def main() -> None:
     )
     wandb = WandbResource(directory=str(home / "wandb"), project="babylon-bench")
     os.environ["BABYLON_HOME"] = str(home)
-    with scratch_database() as url:
+    taus: dict[str, float | None] = {}
+    with scratch_database() as game_url:
+        url = store_url(game_url)
         started = time.perf_counter()
-        summary = simulate(url, agents=AGENTS, windows=args.windows, seed=args.seed, steps_range=(5, 6))
-        asyncio.run(_validate_and_score(url, summary.windows))
-        phases["simulate+judge"] = time.perf_counter() - started
-        print(f"simulated and judged {len(summary.windows)} windows", file=sys.stderr, flush=True)
+        summary = simulate(game_url, agents=AGENTS, windows=args.windows, seed=args.seed, steps_range=(5, 6))
+        window_ids = [datetime.fromisoformat(key).replace(tzinfo=UTC) for key in summary.windows]
+        asyncio.run(_ingest_and_validate(game_url, url, window_ids))
+        taus["outcome"] = asyncio.run(_score(url, OutcomeJudge(), window_ids))
+        phases["simulate+outcome judge"] = time.perf_counter() - started
+        if judge_choice == "local-llm":
+            started = time.perf_counter()
+            local = LocalJudgeSettings(threads=args.threads)
+            with local_judge_server(local) as server:
+                # One order per group: a second doubles the judging time; agreement across orders is then
+                # not measured.
+                ruler = RulerJudge(local_ruler_settings(server, local).model_copy(update={"permutations": 1}))
+                taus[ruler.name] = asyncio.run(_score(url, ruler, window_ids))
+            phases["RULER judge (xllamacpp)"] = time.perf_counter() - started
+        print(f"simulated and judged {len(window_ids)} windows", file=sys.stderr, flush=True)
 
         started = time.perf_counter()
         trained = train_policy(url, trainer("bench-trained").build(), wandb, config)
@@ -138,24 +193,33 @@ def main() -> None:
             markets=args.markets, seed=args.seed, decisions=args.decisions, max_new_tokens=args.max_new_tokens
         )
         started = time.perf_counter()
-        first = evaluate_checkpoint(url, "bench-trained", None, settings, models_root=models_root)
-        second = evaluate_checkpoint(url, "bench-shuffled", None, settings, models_root=models_root)
+        # Base, trained and scripted strategies (stored like `babylon evaluate`), then the control on the
+        # same markets.
+        evaluation = evaluate_checkpoint(url, "bench-trained", None, settings, models_root=models_root)
+        base_path = resolve_base_model(SMOLLM2_BASE_MODEL, models_root)
+        base_pnls = evaluation.score("base").market_pnls
+        control_episodes = play_policy(
+            load_checkpoint_policy(base_path, Path(control.checkpoint_path)), base_path, settings
+        )
+        control_score = model_score(CHECKPOINT, None, control_episodes, base_pnls)
         phases["evaluate"] = time.perf_counter() - started
 
+    trained_score = evaluation.score(CHECKPOINT)
     rows: list[tuple[str, PolicyScore, TrainingResult | None]] = [
-        ("base SmolLM2-135M", first.score("base"), None),
-        ("trained (judge scores)", first.score("checkpoint"), trained),
-        ("control (shuffled scores)", second.score("checkpoint"), control),
-        *((score.policy, score, None) for score in first.policies if score.policy.startswith("scripted:")),
+        ("base SmolLM2-135M", evaluation.score("base"), None),
+        (f"trained ({judge_choice} judge scores)", trained_score, trained),
+        ("control (shuffled scores)", control_score, control),
+        *((score.policy, score, None) for score in evaluation.policies if score.policy.startswith("scripted:")),
     ]
     print(
-        f"{args.windows} windows x {AGENTS} agents (outcome judge), {args.steps} LoRA steps x {args.windows_per_step} "
-        f"windows, lr {args.learning_rate}, max_seq_len {args.max_seq_len}, {args.threads} thread(s); "
-        f"{args.markets} unseen markets x {args.decisions} decisions, max {args.max_new_tokens} new tokens"
+        f"{args.windows} windows x {AGENTS} agents ({judge_choice} judge), {args.steps} LoRA steps x "
+        f"{args.windows_per_step} window(s), lr {args.learning_rate}, max_seq_len {args.max_seq_len}, "
+        f"{args.threads} thread(s); {args.markets} unseen markets x {args.decisions} decisions, "
+        f"max {args.max_new_tokens} new tokens, seed {args.seed}"
     )
-    print(
-        "| policy | mean P&L | vs base (95% CI) | win rate vs base | invalid replies | margin before -> after | tok/s |"
-    )
+    agreement = ", ".join(f"{judge} {_tau(tau)}" for judge, tau in taus.items())
+    print(f"judge vs realized P&L (mean Kendall tau over windows): {agreement}")
+    print(HEADER)
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, score, training in rows:
         comparison = score.vs_base
@@ -171,12 +235,8 @@ def main() -> None:
         )
         speed = "" if score.tokens_per_second is None else f"{score.tokens_per_second:.1f}"
         print(f"| {name} | {score.mean_pnl:+.2f} | {versus} | {win} | {invalid} | {margin} | {speed} |")
-    trained_pnls = first.score("checkpoint").market_pnls
-    for label, reference in (
-        ("trained > base", first.score("base").market_pnls),
-        ("trained > shuffled control", second.score("checkpoint").market_pnls),
-    ):
-        test = paired_comparison(trained_pnls, reference)
+    for label, reference in (("trained > base", base_pnls), ("trained > shuffled control", control_score.market_pnls)):
+        test = paired_comparison(trained_score.market_pnls, reference)
         print(f"{label}: mean difference {test.mean_difference:+.2f}, one-sided paired p = {test.p_value:.3f}")
     print("wall time: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in phases.items()))
 

@@ -98,7 +98,7 @@ def trainer_resource_for(profile: Profile) -> TrainerResource:
     BABYLON_TRAINER_DEVICE and BABYLON_TORCH_THREADS when set; art-serverless requires WANDB_API_KEY (resolved
     by Dagster at run time). Every missing or invalid one is reported at once (ConfigurationProblems).
     `smollm2-135m` trains LoRA adapters on all linear layers; other models all weights."""
-    local = profile == "local"
+    local = profile != "production"
     settings = SettingsReader()
     why = f"the {profile} profile needs it"
     backend = settings.choice(BACKEND_ENV, get_args(BackendName), "torch" if local else None, why)

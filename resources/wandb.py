@@ -156,7 +156,7 @@ def wandb_resource_for(profile: Profile) -> WandbResource:
     """Local: offline. Production: online, with WANDB_API_KEY (required now, resolved by Dagster at run
     time). BABYLON_WANDB_MODE overrides either; WANDB_PROJECT and WANDB_ENTITY pick where runs go."""
     settings = SettingsReader()
-    mode = settings.choice(WANDB_MODE_ENV, get_args(WandbMode), "offline" if profile == "local" else "online")
+    mode = settings.choice(WANDB_MODE_ENV, get_args(WandbMode), "offline" if profile != "production" else "online")
     online = mode == "online" and not settings.problems
     if online and settings.value(WANDB_API_KEY_ENV) is None:
         settings.problems.append(_missing_key_message())

@@ -6,7 +6,7 @@ import pytest
 
 from babylon_assets.cli import build_parser, main
 
-COMMANDS = ["migrate", "simulate", "verify", "dev", "worker", "train", "lineage", "doctor", "dagster"]
+COMMANDS = ["migrate", "simulate", "verify", "dev", "worker", "train", "lineage", "doctor", "dagster", "judge"]
 
 
 def test_every_subcommand_is_listed() -> None:
@@ -76,6 +76,25 @@ def test_doctor_passes_a_complete_local_configuration(
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == "configuration OK"
     assert "judge:    outcome" in out and "trainer:  torch on cpu" in out
+
+
+def test_doctor_describes_the_local_llm_profile_and_its_served_judge_needing_a_key(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("BABYLON_PROFILE", "local-llm")
+    for name in ["BABYLON_JUDGE", "BABYLON_JUDGE_API_BASE", "BABYLON_JUDGE_API_KEY", "BABYLON_TRAINER_BACKEND"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BABYLON_BASE_MODEL", "smollm2-135m")
+    monkeypatch.setenv("BABYLON_WANDB_MODE", "offline")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "judge:    local-llm, RULER with openai/smollm2-135m" in out and "started per run" in out
+    assert "trainer:  torch on cpu" in out and "wandb:    offline" in out
+
+    monkeypatch.setenv("BABYLON_JUDGE_API_BASE", "http://127.0.0.1:8765/v1")
+    assert main(["doctor"]) == 2
+    assert "BABYLON_JUDGE_API_KEY is not set; the server of `babylon judge serve` checks it" in capsys.readouterr().out
 
 
 def test_a_connection_lost_mid_command_is_one_line(

@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,7 @@ from statistics import fmean
 
 import litellm
 import pytest
-from pydantic import SecretStr
+from pydantic import JsonValue, SecretStr
 
 from babylon_assets.db.connection import DEFAULT_SCHEMA, AsyncConn, connect_async, store_conninfo
 from babylon_assets.judging.judge import JudgeFailedError
@@ -244,14 +245,23 @@ def _out_of_range(request: JudgeRequest) -> Reply:
     return scores_reply({i: 1.7 if i == "2" else 0.5 for i in request.trajectories})
 
 
+def _not_finite(request: JudgeRequest) -> Reply:
+    return scores_reply({i: math.inf if i == "2" else 0.5 for i in request.trajectories})
+
+
 def _renumbered(request: JudgeRequest) -> Reply:
     return scores_reply({str(int(i) + 1): 0.5 for i in request.trajectories})
 
 
 @pytest.mark.parametrize(
     ("responder", "quoted"),
-    [(_wrong_count, "Expected 5 scores, but got 4"), (_out_of_range, "1.7"), (_renumbered, '"trajectory_id": "6"')],
-    ids=["wrong count", "out of range", "unknown id"],
+    [
+        (_wrong_count, "Expected 5 scores, but got 4"),
+        (_out_of_range, "1.7"),
+        (_not_finite, "Infinity"),
+        (_renumbered, '"trajectory_id": "6"'),
+    ],
+    ids=["wrong count", "out of range", "not finite", "unknown id"],
 )
 async def test_unusable_answers_are_retried_then_raised_quoting_the_last_answer(
     database_url: str,
@@ -386,3 +396,59 @@ async def test_concurrent_judge_requests_stay_within_the_limit(
 
     assert sum(s.stats.calls_made for s in report.scored) == server.request_count == 16
     assert 1 < server.max_in_flight <= 3
+
+
+def _answer_schema(request: JudgeRequest) -> dict[str, JsonValue]:
+    response_format = request.body["response_format"]
+    assert isinstance(response_format, dict) and response_format["type"] == "json_schema"
+    json_schema = response_format["json_schema"]
+    assert isinstance(json_schema, dict) and json_schema["strict"] is True
+    schema = json_schema["schema"]
+    assert isinstance(schema, dict)
+    properties = schema["properties"]
+    assert isinstance(properties, dict) and isinstance(properties["scores"], dict)
+    return properties["scores"]
+
+
+def _entry_properties(entry: JsonValue) -> dict[str, JsonValue]:
+    assert isinstance(entry, dict) and isinstance(entry["properties"], dict)
+    return entry["properties"]
+
+
+async def test_the_schema_sent_pins_the_number_of_scores_and_the_ids_of_each_group(
+    database_url: str, conn: AsyncConn, server: JudgeServer
+) -> None:
+    [window_id] = await seeded_windows(database_url, conn)
+
+    # 5 trajectories in groups of at most 3: one call shows 3 of them, the other 2.
+    await score_window(conn, ruler_judge(server, permutations=1, group_size=3), window_id)
+
+    shown = sorted(len(request.trajectories) for request in server.requests)
+    assert shown == [2, 3]
+    for request in server.requests:
+        scores = _answer_schema(request)
+        ids = sorted(request.trajectories, key=int)
+        assert scores["minItems"] == scores["maxItems"] == len(ids)
+        entry = _entry_properties(scores["items"])
+        assert entry["trajectory_id"] == {"type": "string", "enum": ids}
+        assert entry["score"] == {"type": "number", "minimum": 0, "maximum": 1}
+        # Keywords beyond OpenAI's structured-output subset only for servers that decode under a grammar.
+        assert "prefixItems" not in scores and "enum" not in entry["score"]
+
+
+async def test_a_grammar_constrained_judge_gets_each_position_id_and_score_levels_pinned(
+    database_url: str, conn: AsyncConn, server: JudgeServer
+) -> None:
+    [window_id] = await seeded_windows(database_url, conn)
+
+    await score_window(conn, ruler_judge(server, permutations=1, grammar_constrained=True), window_id)
+
+    [request] = server.requests
+    scores = _answer_schema(request)
+    positions = scores["prefixItems"]
+    assert isinstance(positions, list)
+    assert [_entry_properties(entry)["trajectory_id"] for entry in positions] == [
+        {"type": "string", "enum": [str(position)]} for position in range(1, 6)
+    ]
+    levels = _entry_properties(positions[0])["score"]
+    assert isinstance(levels, dict) and levels["enum"] == [step / 20 for step in range(21)]

@@ -1,15 +1,19 @@
 """The judge resource's configuration, and the scored_groups asset and its check run through Dagster."""
 
 import asyncio
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
 
-from babylon_assets.errors import ConfigurationError
+from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.judging.assets import scored_groups, scored_groups_check
+from babylon_assets.judging.local_llm import LOCAL_JUDGE_MODEL
 from babylon_assets.judging.outcome_judge import OutcomeJudge
+from babylon_assets.judging.ruler_judge import RulerJudge
 from babylon_assets.profile import Profile
 from babylon_assets.trajectories.models import window_key
 from babylon_assets.trajectories.simulate import simulate
@@ -76,6 +80,41 @@ def test_a_judge_model_without_a_provider_is_refused() -> None:
         JudgeResource(kind="ruler", model="o3-without-provider", api_key=SECRET).build_judge()
     with pytest.raises(ConfigurationError, match="BABYLON_JUDGE_API_KEY"):
         JudgeResource(kind="ruler").build_judge()
+
+
+def test_the_local_llm_profile_judges_with_ruler_on_a_server_each_run_starts_and_stops(
+    judge_env: pytest.MonkeyPatch,
+) -> None:
+    resource = judge_resource_for("local-llm")
+    assert (resource.kind, resource.model, resource.api_base) == ("local-llm", LOCAL_JUDGE_MODEL, None)
+    with pytest.raises(BabylonError, match="runs only while a Dagster step uses the resource"):
+        resource.build_judge()
+
+    with dg.build_resources({"judge": resource}) as resources:
+        judge = resources.judge.build_judge()
+        assert isinstance(judge, RulerJudge)
+        api_base = judge.settings.api_base
+        assert api_base is not None and api_base.startswith("http://127.0.0.1:")
+        assert judge.settings.grammar_constrained and judge.settings.judge_model == LOCAL_JUDGE_MODEL
+        with urllib.request.urlopen(f"{api_base.removesuffix('/v1')}/health", timeout=5) as health:
+            assert health.status == 200
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{api_base.removesuffix('/v1')}/health", timeout=2)
+
+
+def test_the_local_llm_judge_uses_a_served_judge_when_api_base_names_one_and_needs_its_key(
+    judge_env: pytest.MonkeyPatch,
+) -> None:
+    judge_env.setenv("BABYLON_JUDGE", "local-llm")
+    judge_env.setenv("BABYLON_JUDGE_API_BASE", "http://127.0.0.1:8765/v1")
+    with pytest.raises(ConfigurationError, match="BABYLON_JUDGE_API_KEY"):
+        judge_resource_for("local")
+    judge_env.setenv("BABYLON_JUDGE_API_KEY", SECRET)
+
+    with dg.build_resources({"judge": judge_resource_for("local")}) as resources:
+        judge = resources.judge.build_judge()
+
+    assert isinstance(judge, RulerJudge) and judge.settings.api_base == "http://127.0.0.1:8765/v1"
 
 
 async def _seed(database_url: str, store_url: str) -> None:

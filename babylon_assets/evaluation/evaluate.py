@@ -136,6 +136,16 @@ def load_checkpoint_policy(base_path: Path, location: Path) -> torch.nn.Module:
     return merged
 
 
+def play_policy(model: torch.nn.Module, tokenizer_folder: Path, settings: EvaluationSettings) -> list[EpisodeResult]:
+    """`model` plays the settings' markets (the same for every policy) as the settings' persona."""
+    respond = _responder(model, tokenizer_folder, settings.max_new_tokens)
+    agent = persona(settings.persona)
+    return [
+        play_market(respond, market, window_id, agent, settings.decisions)
+        for window_id, market in (evaluation_market(settings.seed, index) for index in range(settings.markets))
+    ]
+
+
 class _Checkpoint(Frozen):
     id: int
     step: int
@@ -166,7 +176,7 @@ def _best_id(conn: Conn, model_name: str) -> tuple[int, str] | None:
     return None if row is None else (row[0], row[1])
 
 
-def _model_score(
+def model_score(
     policy: str, checkpoint_id: int | None, episodes: Sequence[EpisodeResult], base: Sequence[float] | None
 ) -> PolicyScore:
     pnls = [episode.pnl for episode in episodes]
@@ -207,24 +217,18 @@ def evaluate_checkpoint(
             f"({EVALUATION_EPOCH:%Y-%m-%d} on); evaluate a model that was not"
         )
     markets = [evaluation_market(settings.seed, index) for index in range(settings.markets)]
-    agent = persona(settings.persona)
     undo_art_mask_patch()
     base_path = resolve_base_model(checkpoint.base_model, models_root)
-
-    def play(model: torch.nn.Module) -> list[EpisodeResult]:
-        respond = _responder(model, base_path, settings.max_new_tokens)
-        return [play_market(respond, market, window_id, agent, settings.decisions) for window_id, market in markets]
-
-    base_episodes = play(load_base_model(base_path))
+    base_episodes = play_policy(load_base_model(base_path), base_path, settings)
     base_pnls = [episode.pnl for episode in base_episodes]
-    scores = [_model_score(BASE, None, base_episodes, None)]
+    scores = [model_score(BASE, None, base_episodes, None)]
     played: list[tuple[str, int, str]] = [(CHECKPOINT, checkpoint.id, checkpoint.location)]
     if best is not None and best[0] != checkpoint.id:
         played.append((BEST, best[0], best[1]))
     for name, checkpoint_id, location in played:
         gc.collect()  # one model in memory at a time
-        episodes = play(load_checkpoint_policy(base_path, Path(location)))
-        scores.append(_model_score(name, checkpoint_id, episodes, base_pnls))
+        episodes = play_policy(load_checkpoint_policy(base_path, Path(location)), base_path, settings)
+        scores.append(model_score(name, checkpoint_id, episodes, base_pnls))
     for index, strategy in enumerate(STRATEGIES):
         pnls = [scripted_pnl(index, market, window_id, settings.seed) for window_id, market in markets]
         scores.append(

@@ -27,7 +27,11 @@ OWNERS = ["team:ml-platform"]
 SCORE_DIGITS = 3
 COST_DIGITS = 6
 # What each judge kind runs on, as the UI's kind badges.
-JUDGE_KINDS: dict[JudgeKind, set[str]] = {"ruler": {"openai", "postgres"}, "outcome": {"python", "postgres"}}
+JUDGE_KINDS: dict[JudgeKind, set[str]] = {
+    "ruler": {"openai", "postgres"},
+    "outcome": {"python", "postgres"},
+    "local-llm": {"llamacpp", "postgres"},
+}
 SCORED_GROUPS_COMPLETE = "scored_groups_complete"
 JUDGE_POOL = "judge"
 

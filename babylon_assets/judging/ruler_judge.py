@@ -3,8 +3,13 @@
 Guards against art 0.5.18 (see ../shared/reference/art-and-dagster.md, RULER):
 - `ruler_score_group` matches scores to trajectories BY POSITION and drops the group's metadata;
   we call the lower-level `ruler` and map every score by the trajectory id the judge returned.
-- Scores are not range-checked (1.7 passes through): an answer with a score outside [0, 1], a
-  missing, repeated or unknown id is rejected and asked again.
+- Scores are not range-checked (1.7 passes through): an answer with a score outside [0, 1] (or not
+  finite), a missing, repeated or unknown id is rejected and asked again, never clamped: a judge off
+  the scale has not applied the rubric, and clamping 10 and 5 to 1 would invent a tie.
+- Its `response_format` (the pydantic `Response`) lets any number of scores and any id through;
+  `_JudgeCall` sends `pinned_response_format` instead: exactly the group's size of scores, ids from
+  an enum of the ids shown, scores declared in [0, 1]; with `grammar_constrained` (llama.cpp, vLLM:
+  the local-llm judge) also each position's id and the score levels, which the grammar enforces.
 - `ruler` has no cache (it passes caching=False), no concurrency limit, returns neither the raw
   answer nor its usage, and takes no completion function: see `_ruler_completing_with`.
 - `swallow_exceptions=True` makes a failed group vanish: never used; failures raise.
@@ -15,7 +20,7 @@ import email.utils
 import json
 import math
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar, cast
 
@@ -80,13 +85,60 @@ def _ruler_completing_with(function: _Function, complete: Callable[..., object])
     return cast(_Function, private)
 
 
+# Grammar mode: scores on this many steps of [0, 1], explanations at most this long.
+SCORE_STEPS = 20
+EXPLANATION_CHARS = 160
+
+
+def pinned_response_format(ids: Sequence[str], *, grammar: bool = False) -> dict[str, object]:
+    """The JSON schema of RULER's answer for a call showing trajectories `ids`.
+
+    Always: exactly len(ids) scores, each id one of `ids`, scores declared in [0, 1], strict, in the
+    subset OpenAI's structured outputs accept. With `grammar` (servers that decode under the schema:
+    llama.cpp, vLLM), also what a grammar can enforce and a weak model gets wrong otherwise: position k
+    carries id k (prefixItems; an enum alone lets ids repeat), scores are one of SCORE_STEPS + 1 levels
+    (llama.cpp ignores numeric bounds: 100 and -0.8 came back) and explanations are short.
+    """
+
+    def entry(allowed: Sequence[str]) -> dict[str, object]:
+        explanation: dict[str, object] = {"type": "string"}
+        score: dict[str, object] = {"type": "number", "minimum": 0, "maximum": 1}
+        if grammar:
+            explanation["maxLength"] = EXPLANATION_CHARS
+            score["enum"] = [step / SCORE_STEPS for step in range(SCORE_STEPS + 1)]
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["trajectory_id", "explanation", "score"],
+            "properties": {
+                "trajectory_id": {"type": "string", "enum": list(allowed)},
+                "explanation": explanation,
+                "score": score,
+            },
+        }
+
+    scores: dict[str, object] = {"type": "array", "minItems": len(ids), "maxItems": len(ids), "items": entry(ids)}
+    if grammar:
+        scores["prefixItems"] = [entry([trajectory_id]) for trajectory_id in ids]
+    schema = {"type": "object", "additionalProperties": False, "required": ["scores"], "properties": {"scores": scores}}
+    return {"type": "json_schema", "json_schema": {"name": "Response", "strict": True, "schema": schema}}
+
+
+def shown_ids(message_lists: Sequence[Sequence[ChatCompletionMessageParam]]) -> list[str]:
+    """The ids RULER shows the judge: "1".."N", or only "1" when all N trajectories are identical (RULER
+    then sends one and copies its score)."""
+    identical = all(messages == message_lists[0] for messages in message_lists)
+    return ["1"] if identical else [str(position) for position in range(1, len(message_lists) + 1)]
+
+
 class _JudgeCall:
     """One attempt at one order of one group: `complete` stands in for RULER's `acompletion`."""
 
-    def __init__(self, judge: "RulerJudge", cache: AnswerCache, permutation: int) -> None:
+    def __init__(self, judge: "RulerJudge", cache: AnswerCache, permutation: int, ids: Sequence[str]) -> None:
         self.judge = judge
         self.cache = cache
         self.permutation = permutation
+        self.response_format = pinned_response_format(ids, grammar=judge.settings.grammar_constrained)
         self.cache_key: str | None = None
         self.cached: CachedAnswer | None = None
         # Set only once an answer arrived (from the judge or the cache): an error raised before
@@ -108,7 +160,7 @@ class _JudgeCall:
             )
         async with self.judge.limiter():
             self.stats = CallStats(calls_made=1)
-            response = await litellm.acompletion(**request)
+            response = await litellm.acompletion(**{**request, "response_format": self.response_format})
         usage = getattr(response, "usage", None)
         if not isinstance(response, ModelResponse) or not isinstance(usage, Usage):
             raise TypeError(f"LiteLLM returned {type(response).__name__} without usage for a judge call")
@@ -305,10 +357,11 @@ class RulerJudge:
         problem = "no attempt was made"
         last_answer = "none"
         retry_after = 0.0
+        ids_shown = shown_ids(shown)
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(max(settings.retry_backoff_seconds * 2 ** (attempt - 1), retry_after))
-            call = _JudgeCall(self, cache, permutation)
+            call = _JudgeCall(self, cache, permutation, ids_shown)
             judge_through_call = _ruler_completing_with(ruler, call.complete)
             try:
                 raw_scores = await judge_through_call(

