@@ -40,6 +40,9 @@ from tests.celery_cluster import (
 from tests.dagster_instance import FIRST_WINDOW, drop_dagster_database
 from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
 
+# The broker's windows queue and Redis database are shared: one Celery test at a time.
+pytestmark = [pytest.mark.subprocess, pytest.mark.xdist_group("celery")]
+
 WINDOWS = 4
 # Long enough to kill a worker while its window waits on the judge; RULER asks twice per window.
 JUDGE_SECONDS = 1.5

@@ -15,6 +15,8 @@ from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.trajectories.simulate import simulate
 from tests.dagster_instance import project_instance
 
+pytestmark = pytest.mark.subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 DAGSTER_EXAMPLES = sorted({found for found in re.findall(r"`(babylon dagster [^`]+)`", README) if "..." not in found})

@@ -88,6 +88,7 @@ def test_a_database_without_the_games_tables_exits_2(
     assert 'no "trajectories" table of the game; point DATABASE_URL at the game\'s database' in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_babylon_entry_point_runs_verify(ready_database_url: str) -> None:
     babylon = Path(sys.executable).parent / "babylon"
     result = subprocess.run(
