@@ -53,9 +53,10 @@ def register_step(url: str, step: int, lease: registry.ModelLease) -> int:
 
 
 def terminate(url: str, backend_pid: int) -> None:
-    """What a server restart does to the lock's connection: the server ends its backend."""
+    """What a server restart does to the lock's connection: the server ends its backend. Waits (up to 10 s)
+    until the backend is gone and its locks with it: on a busy machine the next lock_model came first."""
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+        assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", (backend_pid,)).fetchone() == (True,)
 
 
 def test_a_trainer_whose_lock_connection_was_terminated_cannot_register(store_url: str) -> None:
