@@ -140,10 +140,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from babylon_assets.db.connection import babylon_home, resolve_database_url, resolve_store_url
+    from babylon_assets.db.connection import resolve_database_url, resolve_store_url
     from babylon_assets.db.migrate import require_migrated
     from babylon_assets.evaluation.evaluate import EvaluationSettings, evaluate_checkpoint, render_evaluation
     from babylon_assets.evaluation.tracking import log_evaluation
+    from babylon_assets.paths import babylon_home
     from babylon_assets.profile import active_profile
     from babylon_assets.settings import model_name_from_env
     from resources.wandb import wandb_resource_for

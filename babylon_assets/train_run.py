@@ -29,17 +29,13 @@ from babylon_assets.db.migrate import require_migrated
 from babylon_assets.definitions import defs
 from babylon_assets.errors import BabylonError
 from babylon_assets.instance import instance_environment, prepare_instance
-from babylon_assets.partitions import (
-    WINDOW_PARTITIONS,
-    before_lookback,
-    eligible_windows_between,
-    latest_completed_window,
-)
+from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.run_failures import failure_text
 from babylon_assets.run_health import RUN_PID_TAG, clean_up_dead_runs, process_tags
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.config import WindowDiscovery
+from babylon_assets.trajectories.discovery import before_lookback, eligible_windows_between, latest_completed_window
 from babylon_assets.trajectories.models import WindowCandidate, window_key
 
 MetadataNumber = int | float

@@ -12,14 +12,14 @@ from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import AsyncConn, connect_async
 from babylon_assets.jobs import window_chain_job
-from babylon_assets.partitions import (
+from babylon_assets.partitions import window_partitions
+from babylon_assets.trajectories.config import WindowDiscovery
+from babylon_assets.trajectories.discovery import (
     HOUR,
     before_lookback,
     eligible_windows_between,
     latest_completed_window,
-    window_partitions,
 )
-from babylon_assets.trajectories.config import WindowDiscovery
 from babylon_assets.trajectories.models import WindowCandidate, parse_window_key, window_key
 from resources.database import DatabaseResource
 

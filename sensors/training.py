@@ -13,9 +13,9 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field
 
 from babylon_assets.db.connection import Conn, connect
-from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.jobs import training_job
 from babylon_assets.run_failures import failure_text
+from babylon_assets.run_tags import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.models import lookback_start, window_key
 from resources.database import DatabaseResource
