@@ -1,6 +1,6 @@
 """A year of hourly windows in Dagster: 8,760 registered partitions and one backfill of all of them.
 
-    python bench/bench_backfill.py [--partitions 8760]
+    python -m bench.bench_backfill [--partitions 8760]
 
 On a fresh instance in a scratch database (BABYLON_BENCH_ADMIN_URL, default the local server), measures
 against the same steps for 100 partitions:
@@ -11,7 +11,6 @@ The databases are dropped afterwards.
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,14 +18,12 @@ from pathlib import Path
 
 import dagster as dg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from babylon_assets.instance import prepare_instance
 from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.trajectories.models import window_key
 from bench.scratch import scratch_database
-from tests.celery_cluster import launch_window_backfill
-from tests.dagster_instance import drop_dagster_database
+from tests.support.celery_cluster import launch_window_backfill
+from tests.support.dagster_instance import drop_dagster_database
 
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,6 +1,6 @@
 """Does training make the agent better? SmolLM2-135M trained on judged simulated windows, then played.
 
-    python bench/bench_learning.py [--windows 6] [--steps 3] [--windows-per-step 2] [--markets 4]
+    python -m bench.bench_learning [--windows 6] [--steps 3] [--windows-per-step 2] [--markets 4]
         [--decisions 4] [--learning-rate 2e-4] [--max-seq-len 1024] [--threads 1]
 
 On a scratch database (BABYLON_BENCH_ADMIN_URL, default the local server): simulate windows of 5 agents,

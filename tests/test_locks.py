@@ -9,8 +9,8 @@ from babylon_assets.training import registry
 from babylon_assets.training.types import CheckpointRef, PolicySpec, StepOutcome
 from babylon_assets.trajectories.models import parse_window_key
 from babylon_assets.trajectories.validation import validate_window
-from tests.dagster_instance import simulate_windows
-from tests.trajectory_rows import ingest_and_validate
+from tests.support.dagster_instance import simulate_windows
+from tests.support.trajectory_rows import ingest_and_validate
 
 
 async def test_two_validations_of_one_window_at_once_both_succeed(database_url: str, store_url: str) -> None:

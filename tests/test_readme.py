@@ -13,7 +13,7 @@ import pytest
 
 from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.trajectories.simulate import simulate
-from tests.dagster_instance import project_instance
+from tests.support.dagster_instance import project_instance
 
 pytestmark = pytest.mark.subprocess
 

@@ -18,7 +18,7 @@ from babylon_assets.trajectories.simulate import (
     insert_windows,
     simulate,
 )
-from tests.trajectory_rows import ingest_and_validate
+from tests.support.trajectory_rows import ingest_and_validate
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 

@@ -29,7 +29,7 @@ from babylon_assets.run_health import (
     ProcessCheckingRunLauncher,
     clean_up_dead_runs,
 )
-from tests.dagster_instance import project_instance, simulate_windows
+from tests.support.dagster_instance import project_instance, simulate_windows
 
 LOGGER = logging.getLogger("test_unattended")
 

@@ -9,7 +9,7 @@ import pytest
 
 from babylon_assets.cli import main
 from babylon_assets.trajectories.simulate import simulate
-from tests.trajectory_rows import insert_rows, row
+from tests.support.trajectory_rows import insert_rows, row
 
 
 @pytest.fixture

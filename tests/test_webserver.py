@@ -20,7 +20,7 @@ from pydantic import JsonValue
 
 from babylon_assets.cli import main
 from babylon_assets.dev_server import mark_first_visit_seen
-from tests.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
+from tests.support.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
 
 pytestmark = pytest.mark.subprocess
 

@@ -12,8 +12,8 @@ from dagster_celery.launcher import CeleryRunLauncher
 
 from babylon_assets.cli import main
 from babylon_assets.instance import instance_config
-from tests.celery_cluster import BACKEND, BROKER
-from tests.dagster_instance import drop_dagster_database
+from tests.support.celery_cluster import BACKEND, BROKER
+from tests.support.dagster_instance import drop_dagster_database
 
 URL = "postgresql://postgres@127.0.0.1:5432/babylon"
 
