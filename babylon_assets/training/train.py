@@ -113,7 +113,7 @@ def _step_groups(
         loaded.update(data.load_scored_trajectories(context.url, conn, missing, config.min_actions))
     total = sum(len(loaded[window_id]) for window_id in selected)
     rate = data.dropout_rate(total, config.target_trajectories, config.max_dropout)
-    groups = data.scored_groups([t for window_id in selected for t in loaded[window_id]])
+    groups = data.group_trajectories([t for window_id in selected for t in loaded[window_id]])
     return data.apply_dropout(groups, rate, random.Random(f"{config.seed}:{step}:dropout")), rate
 
 
