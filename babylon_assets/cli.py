@@ -224,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-agents", type=_positive, default=5, help="valid distinct agents a window needs (default 5)"
     )
     verify.add_argument("--min-actions", type=_positive, default=5, help="steps a trajectory needs (default 5)")
-    verify.add_argument("--min-windows", type=_positive, default=3, help="ready windows required (default 3)")
+    verify.add_argument(
+        "--min-windows",
+        type=_positive,
+        default=3,
+        help="windows with --min-agents valid agents required to report READY (default 3)",
+    )
     verify.set_defaults(handler=_cmd_verify)
 
     dev = commands.add_parser(
