@@ -140,10 +140,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from babylon_assets.db.connection import babylon_home, resolve_database_url, resolve_store_url
+    from babylon_assets.db.connection import resolve_database_url, resolve_store_url
     from babylon_assets.db.migrate import require_migrated
     from babylon_assets.evaluation.evaluate import EvaluationSettings, evaluate_checkpoint, render_evaluation
     from babylon_assets.evaluation.tracking import log_evaluation
+    from babylon_assets.paths import babylon_home
     from babylon_assets.profile import active_profile
     from babylon_assets.settings import model_name_from_env
     from resources.wandb import wandb_resource_for
@@ -254,7 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-agents", type=_positive, default=5, help="valid distinct agents a window needs (default 5)"
     )
     verify.add_argument("--min-actions", type=_positive, default=5, help="steps a trajectory needs (default 5)")
-    verify.add_argument("--min-windows", type=_positive, default=3, help="ready windows required (default 3)")
+    verify.add_argument(
+        "--min-windows",
+        type=_positive,
+        default=3,
+        help="windows with --min-agents valid agents required to report READY (default 3)",
+    )
     verify.set_defaults(handler=_cmd_verify)
 
     dev = commands.add_parser(

@@ -15,13 +15,13 @@ import yaml
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.db.connection import DATABASE_URL_ENV, babylon_home, connect, resolve_store_base_url
+from babylon_assets.db.connection import DATABASE_URL_ENV, connect, resolve_store_base_url
 from babylon_assets.errors import ConfigurationError
+from babylon_assets.paths import babylon_home
+from babylon_assets.run_tags import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 
 DAGSTER_HOME_ENV = "DAGSTER_HOME"
 DAGSTER_PASSWORD_ENV = "BABYLON_DAGSTER_PG_PASSWORD"
-TRAINING_WORKLOAD_TAG = "workload"
-TRAINING_WORKLOAD = "training"
 MAX_CONCURRENT_RUNS = 4
 MAX_CONCURRENT_RUNS_ENV = "BABYLON_MAX_CONCURRENT_RUNS"
 # How often the daemon checks that each started run's process is alive; a dead one is marked failed
@@ -32,8 +32,6 @@ FREE_SLOTS_AFTER_SECONDS = 15
 DEQUEUE_INTERVAL_SECONDS = 1
 # A run that has not started its process this long after launch is marked failed.
 START_TIMEOUT_SECONDS = 180
-# Automatic re-executions of a failed window chain run (its job's `dagster/max_retries` tag).
-WINDOW_CHAIN_RETRIES = 2
 
 YamlValue = str | int | bool | list["YamlValue"] | dict[str, "YamlValue"]
 

@@ -36,18 +36,14 @@ from babylon_assets.db.connection import (
 from babylon_assets.db.migrate import require_migrated
 from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.instance import instance_environment, prepare_instance
-from babylon_assets.partitions import (
-    WINDOW_PARTITIONS,
-    before_lookback,
-    eligible_windows_between,
-    latest_completed_window,
-)
+from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.progress import progress
 from babylon_assets.run_failures import failure_text
 from babylon_assets.run_health import RUN_PID_TAG, clean_up_dead_runs, process_tags
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.config import WindowDiscovery
+from babylon_assets.trajectories.discovery import before_lookback, eligible_windows_between, latest_completed_window
 from babylon_assets.trajectories.models import WindowCandidate, window_key
 
 DEFINITIONS_MODULE = "babylon_assets.definitions"
@@ -63,7 +59,7 @@ COMMAND_TAG = "babylon/command"
 STOP_SIGNALS = {signal.SIGINT: ("Ctrl-C", 130), signal.SIGTERM: ("SIGTERM", 143)}
 
 
-class TrainingFailedError(BabylonError):
+class TrainCommandError(BabylonError):
     """Some window or the training itself failed; the message names each failure."""
 
 
@@ -120,7 +116,7 @@ def numbers_of(result: ExecutionResult) -> dict[str, MetadataNumber]:
 def metadata_text(metadata: dict[str, dg.MetadataValue], key: str) -> str:
     value = metadata.get(key)
     if value is None:
-        raise TrainingFailedError(f"trained_checkpoint reported no {key!r}; this command and the asset disagree")
+        raise TrainCommandError(f"trained_checkpoint reported no {key!r}; this command and the asset disagree")
     if isinstance(value, dg.JsonMetadataValue):
         return json.dumps(value.data)
     return str(value.value)
@@ -129,10 +125,10 @@ def metadata_text(metadata: dict[str, dg.MetadataValue], key: str) -> str:
 def checkpoint_summary(result: ExecutionResult) -> CheckpointSummary:
     metadata = metadata_of(result).get("trained_checkpoint")
     if metadata is None:
-        raise TrainingFailedError(f"the training run {result.run_id} succeeded but materialized no checkpoint")
+        raise TrainCommandError(f"the training run {result.run_id} succeeded but materialized no checkpoint")
     windows = metadata.get("windows")
     if not (isinstance(windows, dg.JsonMetadataValue) and isinstance(windows.data, list)):
-        raise TrainingFailedError("trained_checkpoint reported no list of windows; this command and the asset disagree")
+        raise TrainCommandError("trained_checkpoint reported no list of windows; this command and the asset disagree")
     return CheckpointSummary(
         model=metadata_text(metadata, "model"),
         step=metadata_text(metadata, "step"),
@@ -357,14 +353,14 @@ def _train(
                 print(f"babylon train: {line}", file=sys.stderr)
         failed = [outcome for outcome in outcomes if outcome.status == "failed"]
         if failed:
-            raise TrainingFailedError(
+            raise TrainCommandError(
                 f"{len(failed)} of {len(keys)} window(s) failed (listed above), so nothing was trained; the other "
                 "windows' results are stored: fix the cause and run `babylon train` again "
                 "(`babylon train --debug` shows the tracebacks)"
             )
         if not any(outcome.status == "scored" for outcome in outcomes):
             reasons = "; ".join(f"{outcome.window}: {outcome.reason}" for outcome in outcomes)
-            raise TrainingFailedError(f"every window was stopped by the agent check, nothing to train on: {reasons}")
+            raise TrainCommandError(f"every window was stopped by the agent check, nothing to train on: {reasons}")
         progress(f"babylon train: training {training_config.iterations} iteration(s)")
         result = _execute(
             instance, "training_job", dg.RunConfig(ops={"trained_checkpoint": training_config}, loggers=console), tags
@@ -375,7 +371,7 @@ def _train(
         # is a verdict, not a failure. Any other failed step is.
         refused = [e for e in evaluations if not e.passed] and failed_steps == ["policy_evaluation_promotion_check"]
         if not result.success and not refused:
-            raise TrainingFailedError(f"training failed: {failure_reason(result)}")
+            raise TrainCommandError(f"training failed: {failure_reason(result)}")
     [promotion] = evaluations
     verdict = "promoted to best" if promotion.passed else "not promoted"
     return TrainReport(

@@ -1,6 +1,6 @@
 """A year of hourly windows in Dagster: 8,760 registered partitions and one backfill of all of them.
 
-    python bench/bench_backfill.py [--partitions 8760] [--submit-seconds 60]
+    python -m bench.bench_backfill [--partitions 8760] [--submit-seconds 60]
 
 On a fresh instance in a scratch database (BABYLON_BENCH_ADMIN_URL, default the local server), measures
 against the same steps for 100 partitions:
@@ -31,14 +31,12 @@ import yaml
 from dagster._core.storage.tags import BACKFILL_ID_TAG
 from pydantic import BaseModel, ConfigDict
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from babylon_assets.instance import YamlValue, ensure_dagster_database, instance_config, instance_environment
 from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.trajectories.models import window_key
 from bench.scratch import scratch_database
-from tests.celery_cluster import ROOT, launch_window_backfill, start, start_daemon, stop
-from tests.dagster_instance import drop_dagster_database
+from tests.support.celery_cluster import ROOT, launch_window_backfill, start, start_daemon, stop
+from tests.support.dagster_instance import drop_dagster_database
 from tests.test_webserver import free_port, graphql, wait_for_ui
 
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,6 +1,6 @@
 """Window discovery and `babylon verify` as the game's history grows to 1,000,000 trajectories.
 
-    python bench/bench_history.py [--sizes 10000,100000,1000000] [--repeat 3]
+    python -m bench.bench_history [--sizes 10000,100000,1000000] [--repeat 3]
 
 A scratch database (BABYLON_BENCH_ADMIN_URL) gets the game's tables and 10 recent simulated windows of 5
 agents (inside the default 168 h lookback), then old history is bulk-loaded into the game's

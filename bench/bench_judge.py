@@ -1,6 +1,6 @@
 """Score many windows with the RULER judge against a local judge that answers after a fixed latency.
 
-    python bench/bench_judge.py [--windows 200] [--agents 8] [--latency 0.2] [--concurrency 8] [--repeat 3]
+    python -m bench.bench_judge [--windows 200] [--agents 8] [--latency 0.2] [--concurrency 8] [--repeat 3]
 
 Creates a scratch database on BABYLON_BENCH_ADMIN_URL (default the local server), simulates and
 validates the windows, then scores them all with `score_windows` three times:
@@ -15,15 +15,10 @@ emptied before each cold run). The database is dropped afterwards.
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from pydantic import SecretStr
-
-# The local judge server lives with the tests; run from anywhere.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from babylon_assets.db.connection import connect, connect_async
 from babylon_assets.judging.judge import Judge
@@ -34,8 +29,8 @@ from babylon_assets.judging.scoring import ScoringReport, score_windows
 from babylon_assets.trajectories.reader import parse_recorded
 from babylon_assets.trajectories.simulate import simulate
 from bench.scratch import scratch_database, store_url
-from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
-from tests.trajectory_rows import ingest_and_validate
+from tests.support.judge_server import JudgeRequest, JudgeServer, Reply, by_content
+from tests.support.trajectory_rows import ingest_and_validate
 
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,6 +1,6 @@
 """Does training make the agent better? SmolLM2-135M trained on judged simulated windows, then played.
 
-    python bench/bench_learning.py [--judge outcome|local-llm] [--windows 5] [--steps 3]
+    python -m bench.bench_learning [--judge outcome|local-llm] [--windows 5] [--steps 3]
         [--windows-per-step 1] [--markets 6] [--decisions 2] [--learning-rate 2e-4] [--max-seq-len 512]
         [--threads 1]
 

@@ -1,6 +1,6 @@
 """Reading the game's rows validated vs a raw driver fetch of the same rows, measured in the same run.
 
-    python bench/bench_reader.py [--windows 1000] [--agents 50]
+    python -m bench.bench_reader [--windows 1000] [--agents 50]
 
 Creates a scratch database on the server of BABYLON_BENCH_ADMIN_URL (default the local server),
 fills the game's "trajectories" with simulated rows of 10-15 steps, then reads every window:

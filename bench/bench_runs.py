@@ -1,7 +1,7 @@
 """Per-window run overhead: window chains launched as runs through the instance's run launcher vs the same
 chain materialized in one process.
 
-    python bench/bench_runs.py [--windows 8] [--agents 5] [--concurrent 1]
+    python -m bench.bench_runs [--windows 8] [--agents 5] [--concurrent 1]
 
 A scratch database (BABYLON_BENCH_ADMIN_URL) gets `--windows` simulated windows. Then, with the local
 profile's outcome judge (no judge latency, so only the platform's own cost shows):
@@ -17,16 +17,12 @@ most 2x). The database is dropped afterwards.
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-
-# The daemon helpers live with the tests; run from anywhere.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from babylon_assets.instance import instance_environment, prepare_instance
 from babylon_assets.judging.assets import scored_groups
@@ -36,7 +32,7 @@ from babylon_assets.trajectories.simulate import simulate
 from bench.scratch import scratch_database
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource
-from tests.celery_cluster import launch_window_backfill, start_daemon, stop
+from tests.support.celery_cluster import launch_window_backfill, start_daemon, stop
 
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)
 TARGET_RATIO = 2.0

@@ -1,6 +1,6 @@
 """Windows in process vs on 2 and 4 Celery workers, against a local judge that answers after a fixed latency.
 
-    python bench/bench_scale.py [--windows 100] [--agents 8] [--latency 0.2] [--workers 2 4]
+    python -m bench.bench_scale [--windows 100] [--agents 8] [--latency 0.2] [--workers 2 4]
 
 Needs RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379. For every configuration a scratch database
 (BABYLON_BENCH_ADMIN_URL, default the local server) gets the same simulated windows, then
@@ -16,7 +16,6 @@ workers' and daemon's start-up is shown apart. The databases are dropped afterwa
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -24,9 +23,6 @@ from pathlib import Path
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict
-
-# The local judge server and the Celery helpers live with the tests; run from anywhere.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from babylon_assets.instance import instance_environment, prepare_instance
 from babylon_assets.judging.assets import JUDGE_POOL, scored_groups
@@ -37,7 +33,7 @@ from babylon_assets.workers import preload_window_run_imports
 from bench.scratch import scratch_database
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource
-from tests.celery_cluster import (
+from tests.support.celery_cluster import (
     delete_windows_queue,
     launch_window_backfill,
     require_brokers,
@@ -46,8 +42,8 @@ from tests.celery_cluster import (
     stop,
     wait_until_serving,
 )
-from tests.dagster_instance import drop_dagster_database
-from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
+from tests.support.dagster_instance import drop_dagster_database
+from tests.support.judge_server import JudgeRequest, JudgeServer, Reply, by_content
 
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)
 JUDGE_KEY = "bench"

@@ -1,6 +1,6 @@
 """Time one fresh_windows_sensor tick with 10 new windows after 100, then 10,000 windows of history.
 
-Usage: python bench/bench_sensor.py
+Usage: python -m bench.bench_sensor
 A scratch database is created on BABYLON_BENCH_ADMIN_URL (default: the local server) and dropped.
 The tick's cost should follow the 10 new windows, not the history: both figures come from this run,
 without and then with the "createdAt"/"updatedAt" indexes the README asks a deployment to add (the

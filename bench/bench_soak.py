@@ -1,6 +1,6 @@
 """A long soak: 48 simulated hours x 8 agents left to the sensors, on the project's real Dagster instance.
 
-Usage: python bench/bench_soak.py [--hours 48] [--agents 8]
+Usage: python -m bench.bench_soak [--hours 48] [--agents 8]
 tests/soak.py drives it (the same driver as tests/test_soak.py): late rows for past hours, a judge that
 fails one window's first run, the database's connections terminated during one window's scoring, and
 the first training run killed with SIGKILL mid-step. A scratch database is created on
@@ -15,10 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench.scratch import ADMIN_URL_ENV, DEFAULT_ADMIN_URL, scratch_database
-from tests.soak import SoakPlan, soak
+from tests.support.soak import SoakPlan, soak
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Start-up cost of the platform's processes next to `python -c pass` and `import dagster`, measured now.
 
-    python bench/bench_startup.py [--repeat 5]
+    python -m bench.bench_startup [--repeat 5]
 
 Each figure is the median wall time and peak memory (max RSS, by GNU time) of a fresh process, run
 `--repeat` times:

@@ -4,7 +4,7 @@ Both run over the same token batches (same packing, same model, same AdamW and g
 in a fresh process so that peak RSS is each phase's own. The trainer's time includes what it does
 beyond the plain loop: chat encoding, advantage and weight normalisation, and the atomic checkpoint.
 
-    python bench/bench_trainer.py [--steps 3] [--groups 4] [--group-size 4] [--max-seq-len 1024]
+    python -m bench.bench_trainer [--steps 3] [--groups 4] [--group-size 4] [--max-seq-len 1024]
 """
 
 import argparse

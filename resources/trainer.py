@@ -13,8 +13,8 @@ from typing import get_args
 import dagster as dg
 from pydantic import Field, SecretStr
 
-from babylon_assets.db.connection import babylon_home
 from babylon_assets.errors import ConfigurationError
+from babylon_assets.paths import babylon_home
 from babylon_assets.profile import Profile
 from babylon_assets.settings import DEFAULT_MODEL_NAME, MODEL_NAME_ENV, SettingsReader
 from babylon_assets.training.backend import TrainerBackend

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Literal, get_args
 import dagster as dg
 from pydantic import Field, JsonValue, SecretStr
 
-from babylon_assets.db.connection import babylon_home
 from babylon_assets.errors import ConfigurationError
+from babylon_assets.paths import babylon_home
 from babylon_assets.profile import Profile
 from babylon_assets.settings import SettingsReader
 from babylon_assets.training.tracking import step_alias

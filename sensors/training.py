@@ -13,14 +13,16 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field
 
 from babylon_assets.db.connection import Conn, connect
-from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.jobs import training_job
 from babylon_assets.run_failures import failure_text
+from babylon_assets.run_tags import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.models import lookback_start, window_key
 from resources.database import DatabaseResource
 
-MIN_FRESH_WINDOWS = 3
+# Scored windows no checkpoint used yet that make the sensor request a training run (not TrainingConfig's
+# min_train_windows, which a run needs to train at all, nor `babylon verify --min-windows`, which reports readiness).
+FRESH_WINDOWS_TO_TRAIN = 3
 ATTEMPTS_ENV = "BABYLON_TRAINING_ATTEMPTS"
 RETRY_SECONDS_ENV = "BABYLON_TRAINING_RETRY_SECONDS"
 FRESH_SET_TAG = "babylon/fresh_set"
@@ -120,7 +122,8 @@ def run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
 @dg.sensor(
     job=training_job,
     minimum_interval_seconds=60,
-    description=f"Requests one training run when {MIN_FRESH_WINDOWS}+ scored windows exist that no checkpoint used.",
+    description=f"Requests one training run when {FRESH_WINDOWS_TO_TRAIN}+ scored windows exist that no checkpoint "
+    "used.",
 )
 def training_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SkipReason | dg.RunRequest:
     # The training run only picks windows inside its lookback; older ones would never be used.
@@ -128,15 +131,15 @@ def training_sensor(context: dg.SensorEvaluationContext, database: DatabaseResou
     since = lookback_start(now, TrainingConfig().lookback_hours)
     with connect(database.store_url()) as conn:
         fresh = fresh_scored_windows(conn, since=since)
-    if len(fresh) < MIN_FRESH_WINDOWS:
-        return dg.SkipReason(f"{len(fresh)} fresh windows < {MIN_FRESH_WINDOWS}")
+    if len(fresh) < FRESH_WINDOWS_TO_TRAIN:
+        return dg.SkipReason(f"{len(fresh)} fresh windows < {FRESH_WINDOWS_TO_TRAIN}")
     active = context.instance.get_runs(
         filters=dg.RunsFilter(tags={TRAINING_WORKLOAD_TAG: TRAINING_WORKLOAD}, statuses=ACTIVE_RUN_STATUSES),
         limit=1,
     )
     if active:
         return dg.SkipReason(
-            f"{len(fresh)} fresh windows >= {MIN_FRESH_WINDOWS}, but training run {active[0].run_id} "
+            f"{len(fresh)} fresh windows >= {FRESH_WINDOWS_TO_TRAIN}, but training run {active[0].run_id} "
             f"({active[0].status.value}) has not finished; waiting for it"
         )
     fresh_set = fresh_set_key(fresh)

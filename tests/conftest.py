@@ -22,6 +22,11 @@ GAME_SCHEMA_SQL = Path(__file__).parent / "fixtures" / "game_schema.sql"
 
 ADMIN_URL_ENV = "BABYLON_TEST_ADMIN_URL"
 
+# The suite runs one worker per core (pytest-xdist): torch in a worker, and in the `babylon` processes the
+# tests start, takes one thread instead of every core, so the workers do not spin against each other
+# (an evaluation in a subprocess took 160 s with torch's default threads on a busy 2-core machine, 60 s with 1).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def _create_database(admin_url: str, name: str, template: str | None = None) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:

@@ -14,8 +14,8 @@ from babylon_assets.cli import main
 from babylon_assets.definitions import defs
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.models import parse_window_key
-from tests.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
-from tests.trajectory_rows import insert_rows, row
+from tests.support.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
+from tests.support.trajectory_rows import insert_rows, row
 
 CHAIN = ["raw_trajectories", "validated_windows", "scored_groups"]
 

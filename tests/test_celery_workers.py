@@ -30,7 +30,7 @@ from babylon_assets.trajectories.assets import raw_trajectories, validated_windo
 from babylon_assets.trajectories.simulate import simulate
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource
-from tests.celery_cluster import (
+from tests.support.celery_cluster import (
     ROOT,
     delete_windows_queue,
     launch_window_backfill,
@@ -40,8 +40,11 @@ from tests.celery_cluster import (
     stop,
     wait_until_serving,
 )
-from tests.dagster_instance import FIRST_WINDOW, drop_dagster_database
-from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
+from tests.support.dagster_instance import FIRST_WINDOW, drop_dagster_database
+from tests.support.judge_server import JudgeRequest, JudgeServer, Reply, by_content
+
+# The broker's windows queue and Redis database are shared: one Celery test at a time.
+pytestmark = [pytest.mark.subprocess, pytest.mark.xdist_group("celery")]
 
 # One window per worker: both busy at once, and the killed one's window retried on the survivor.
 WINDOWS = 2

@@ -20,6 +20,7 @@ def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
 
 
+@pytest.mark.subprocess
 def test_dagster_cli_validates_the_workspace() -> None:
     result = subprocess.run(
         [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-w", "workspace.yaml"],

@@ -22,7 +22,7 @@ from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import Trajectory, window_key
 from babylon_assets.trajectories.reader import load_accepted
 from babylon_assets.trajectories.simulate import simulate
-from tests.judge_server import (
+from tests.support.judge_server import (
     JudgeRequest,
     JudgeServer,
     Reply,
@@ -31,7 +31,7 @@ from tests.judge_server import (
     content_score,
     scores_reply,
 )
-from tests.trajectory_rows import ingest_and_validate
+from tests.support.trajectory_rows import ingest_and_validate
 
 START = datetime(2026, 11, 20, 10, tzinfo=UTC)
 

@@ -26,7 +26,7 @@ from babylon_assets.trajectories.models import (
 )
 from babylon_assets.trajectories.reader import load_accepted
 from babylon_assets.trajectories.simulate import simulate
-from tests.trajectory_rows import ingest_and_validate, trajectory_from_steps
+from tests.support.trajectory_rows import ingest_and_validate, trajectory_from_steps
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 OUTCOMES = MarketOutcomes(

@@ -14,7 +14,7 @@ from babylon_assets.judging.scoring import score_window
 from babylon_assets.trajectories.models import window_key
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource
-from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content, scores_reply
+from tests.support.judge_server import JudgeRequest, JudgeServer, Reply, by_content, scores_reply
 from tests.test_judge import conn, ruler_judge, seeded_windows  # noqa: F401  (conn: the fixture)
 
 

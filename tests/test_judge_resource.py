@@ -19,8 +19,8 @@ from babylon_assets.trajectories.models import window_key
 from babylon_assets.trajectories.simulate import simulate
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource, judge_resource_for
-from tests.judge_server import JudgeServer
-from tests.trajectory_rows import ingest_and_validate
+from tests.support.judge_server import JudgeServer
+from tests.support.trajectory_rows import ingest_and_validate
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 SECRET = "sk-test-never-shown-0123456789"

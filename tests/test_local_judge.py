@@ -18,7 +18,7 @@ from babylon_assets.db.connection import AsyncConn, connect_async
 from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_server, local_ruler_settings
 from babylon_assets.judging.ruler_judge import RulerJudge
 from babylon_assets.judging.scoring import score_window
-from tests.trajectory_rows import ingest_and_validate, insert_rows, window_agents
+from tests.support.trajectory_rows import ingest_and_validate, insert_rows, window_agents
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 # As fast as a real judge call gets: a short context, short answers, one thread (sane on 2 busy cores).

@@ -9,8 +9,8 @@ from babylon_assets.training import registry
 from babylon_assets.training.types import CheckpointRef, PolicySpec, StepOutcome
 from babylon_assets.trajectories.models import parse_window_key
 from babylon_assets.trajectories.validation import validate_window
-from tests.dagster_instance import simulate_windows
-from tests.trajectory_rows import ingest_and_validate
+from tests.support.dagster_instance import simulate_windows
+from tests.support.trajectory_rows import ingest_and_validate
 
 
 async def test_two_validations_of_one_window_at_once_both_succeed(database_url: str, store_url: str) -> None:
@@ -53,9 +53,10 @@ def register_step(url: str, step: int, lease: registry.ModelLease) -> int:
 
 
 def terminate(url: str, backend_pid: int) -> None:
-    """What a server restart does to the lock's connection: the server ends its backend."""
+    """What a server restart does to the lock's connection: the server ends its backend. Waits (up to 10 s)
+    until the backend is gone and its locks with it: on a busy machine the next lock_model came first."""
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+        assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", (backend_pid,)).fetchone() == (True,)
 
 
 def test_a_trainer_whose_lock_connection_was_terminated_cannot_register(store_url: str) -> None:

@@ -5,7 +5,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from babylon_assets.trajectories.models import Step, parse_window_key, window_key
-from tests.trajectory_rows import FIXTURES, fixture_steps
+from tests.support.trajectory_rows import FIXTURES, fixture_steps
 
 STEPS = TypeAdapter(list[Step])
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.dagster_instance import project_instance, simulate_windows
+from tests.support.dagster_instance import project_instance, simulate_windows
 
 
 @pytest.fixture

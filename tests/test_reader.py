@@ -24,7 +24,7 @@ from babylon_assets.trajectories.reader import (
 )
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
-from tests.trajectory_rows import fixture_steps, insert_rows, row, utc_naive, window_agents
+from tests.support.trajectory_rows import fixture_steps, insert_rows, row, utc_naive, window_agents
 
 NOW = datetime(2026, 11, 24, 13, 20, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -13,7 +13,9 @@ import pytest
 
 from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.trajectories.simulate import simulate
-from tests.dagster_instance import project_instance
+from tests.support.dagster_instance import project_instance
+
+pytestmark = pytest.mark.subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -12,7 +12,7 @@ from resources.database import DatabaseResource
 from sensors import fresh_windows, training
 from sensors.fresh_windows import fresh_windows_sensor
 from sensors.training import training_sensor
-from tests.trajectory_rows import insert_rows, row, utc_naive
+from tests.support.trajectory_rows import insert_rows, row, utc_naive
 
 NOW = hour_floor(datetime.now(UTC)) + timedelta(minutes=30)
 

@@ -18,7 +18,7 @@ from babylon_assets.trajectories.simulate import (
     insert_windows,
     simulate,
 )
-from tests.trajectory_rows import ingest_and_validate
+from tests.support.trajectory_rows import ingest_and_validate
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
@@ -43,6 +43,30 @@ def test_same_seed_same_rows_other_seed_other_rows() -> None:
     assert first.model_dump() == again.model_dump()
     assert [row.steps_json() for row in first.trajectories] == [row.steps_json() for row in again.trajectories]
     assert first.model_dump() != other.model_dump()
+
+
+def test_trade_and_post_counts_of_known_episodes_follow_the_games_rule() -> None:
+    # The game counts steps whose actionType contains BUY or SELL as trades (so OPEN_PERP is none) and
+    # those containing POST as posts (game-database.md); these episodes were counted by hand.
+    window = generate_window(seed=1, window_id=WINDOW, agents=3)
+    episodes = {
+        row.agent_id: ([step.action.action_type for step in row.steps], row.trades_executed, row.posts_created)
+        for row in window.trajectories
+    }
+    assert episodes == {
+        "sim-conservative-00": (["HOLD"] * 5, 0, 0),
+        "sim-balanced-01": (
+            ["HOLD", "HOLD", "BUY_SHARES", "BUY_SHARES", "CREATE_POST", "HOLD", "OPEN_PERP", "HOLD", "HOLD"],
+            2,
+            1,
+        ),
+        "sim-aggressive-02": (
+            ["OPEN_PERP"] * 4
+            + ["BUY_SHARES", "CREATE_POST", "CREATE_POST", "OPEN_PERP", "BUY_SHARES", "CREATE_POST", "HOLD"],
+            2,
+            3,
+        ),
+    }
 
 
 def test_rows_are_consistent_with_their_steps() -> None:

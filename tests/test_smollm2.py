@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from babylon_assets.training import metric_names
@@ -17,7 +18,10 @@ from babylon_assets.training.hf_policy import (
 from babylon_assets.training.torch_backend import TorchTrainer
 from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory, TorchSettings
 from babylon_assets.trajectories.messages import ChatMessage
-from tests.smollm2 import WINDOW, smollm2_models_root
+from tests.support.smollm2 import WINDOW, smollm2_models_root
+
+# One conversion of SmolLM2 per worker: both tests on the same one.
+pytestmark = pytest.mark.xdist_group("smollm2")
 
 
 def test_the_gguf_is_converted_once_into_a_loadable_folder() -> None:

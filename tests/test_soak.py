@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.soak import SoakPlan, soak
+from tests.support.soak import SoakPlan, soak
 
 
 @pytest.mark.soak

@@ -30,7 +30,7 @@ from babylon_assets.trajectories.simulate import simulate
 from resources.database import DatabaseResource
 from resources.trainer import TrainerResource
 from resources.wandb import WandbResource
-from tests.trajectory_rows import ingest_and_validate
+from tests.support.trajectory_rows import ingest_and_validate
 
 WINDOWS = 4
 AGENTS = 5

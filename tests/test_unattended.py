@@ -29,7 +29,7 @@ from babylon_assets.run_health import (
     ProcessCheckingRunLauncher,
     clean_up_dead_runs,
 )
-from tests.dagster_instance import project_instance, simulate_windows
+from tests.support.dagster_instance import project_instance, simulate_windows
 
 LOGGER = logging.getLogger("test_unattended")
 
@@ -139,6 +139,7 @@ def wait_for_training_run(process: subprocess.Popen[str], instance: dg.DagsterIn
         time.sleep(0.2)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(("stop", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
 def test_a_signal_while_babylon_train_waits_for_the_training_slot_cancels_the_run_and_frees_it(
     database_url: str,
@@ -169,6 +170,7 @@ def test_a_signal_while_babylon_train_waits_for_the_training_slot_cancels_the_ru
     assert instance.event_log_storage.get_concurrency_run_ids() == {holder.run_id}
 
 
+@pytest.mark.subprocess
 def test_a_killed_babylon_train_is_followed_by_one_that_finishes_without_manual_help(
     database_url: str, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:

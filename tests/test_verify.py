@@ -9,7 +9,7 @@ import pytest
 
 from babylon_assets.cli import main
 from babylon_assets.trajectories.simulate import simulate
-from tests.trajectory_rows import insert_rows, row
+from tests.support.trajectory_rows import insert_rows, row
 
 
 @pytest.fixture
@@ -88,6 +88,7 @@ def test_a_database_without_the_games_tables_exits_2(
     assert 'no "trajectories" table of the game; point DATABASE_URL at the game\'s database' in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_babylon_entry_point_runs_verify(ready_database_url: str) -> None:
     babylon = Path(sys.executable).parent / "babylon"
     result = subprocess.run(

@@ -20,7 +20,9 @@ from pydantic import JsonValue
 
 from babylon_assets.cli import main
 from babylon_assets.dev_server import mark_first_visit_seen
-from tests.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
+from tests.support.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
+
+pytestmark = pytest.mark.subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ["raw_trajectories", "validated_windows", "scored_groups", "trained_checkpoint"]

@@ -18,8 +18,8 @@ from babylon_assets.celery_launcher import WorkerCheckingCeleryRunLauncher
 from babylon_assets.cli import main
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.instance import instance_config
-from tests.celery_cluster import BACKEND, BROKER, require_brokers
-from tests.dagster_instance import drop_dagster_database, project_instance
+from tests.support.celery_cluster import BACKEND, BROKER, require_brokers
+from tests.support.dagster_instance import drop_dagster_database, project_instance
 
 URL = "postgresql://postgres@127.0.0.1:5432/babylon"
 STARTED = dg.DagsterRunStatus.STARTED

@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.paths import babylon_home
 from babylon_assets.profile import active_profile
 
 Conn = psycopg.Connection[TupleRow]
@@ -28,7 +29,6 @@ DATABASE_URL_ENV = "DATABASE_URL"
 STORE_URL_ENV = "BABYLON_STORE_URL"
 SCHEMA_ENV = "BABYLON_SCHEMA"
 DEFAULT_SCHEMA = "babylon"
-BABYLON_HOME_ENV = "BABYLON_HOME"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -36,11 +36,6 @@ class DatabaseUnavailableError(BabylonError):
     """The configured database cannot be reached; the message says what to do."""
 
     exit_code = 2
-
-
-def babylon_home() -> Path:
-    """The project-local, git-ignored folder for the embedded database and the Dagster instance."""
-    return Path(os.environ.get(BABYLON_HOME_ENV, ".babylon")).resolve()
 
 
 def redact_url(url: str) -> str:

@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
-from babylon_assets.db.connection import babylon_home, connect
-from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
+from babylon_assets.db.connection import connect
 from babylon_assets.metadata import markdown_table
+from babylon_assets.paths import babylon_home
+from babylon_assets.run_tags import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.training.assets import OWNERS
 from babylon_assets.training.publish import publish_target
 from resources.database import DatabaseResource

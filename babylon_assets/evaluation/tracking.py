@@ -1,10 +1,10 @@
 """An evaluation as a W&B run of the model's group: one summary metric set per policy."""
 
 from babylon_assets.evaluation.evaluate import EvaluationResult
-from resources.wandb import WandbResource
+from babylon_assets.training.tracking import ExperimentTracker
 
 
-def log_evaluation(wandb: WandbResource, result: EvaluationResult) -> str:
+def log_evaluation(wandb: ExperimentTracker, result: EvaluationResult) -> str:
     """Log the evaluation at the checkpoint's step; returns the run's path."""
     run = wandb.start_run(
         name=f"{result.model_name}-evaluation-step-{result.step}",

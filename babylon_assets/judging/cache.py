@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import json
 
+from psycopg.rows import class_row
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt
 
 from babylon_assets.db.connection import AsyncConn
@@ -70,27 +71,17 @@ class AnswerCache:
             waiting.set_result(answers.get(key))
 
     async def _select(self, cache_keys: list[str]) -> dict[str, CachedAnswer]:
-        cursor = await self.conn.execute(
-            """
-            SELECT cache_key, judge_model, rubric_version, permutation, raw_answer, prompt_tokens,
-                   completion_tokens, cost_usd
-            FROM judge_cache WHERE cache_key = ANY(%s)
-            """,
-            (cache_keys,),
-        )
-        return {
-            key: CachedAnswer(
-                cache_key=key,
-                judge_model=model,
-                rubric_version=version,
-                permutation=permutation,
-                raw_answer=raw,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cost_usd=cost,
+        # Rows by column name: a column moved in the SELECT still lands in its field.
+        async with self.conn.cursor(row_factory=class_row(CachedAnswer)) as cursor:
+            await cursor.execute(
+                """
+                SELECT cache_key, judge_model, rubric_version, permutation, raw_answer, prompt_tokens,
+                       completion_tokens, cost_usd
+                FROM judge_cache WHERE cache_key = ANY(%s)
+                """,
+                (cache_keys,),
             )
-            for key, model, version, permutation, raw, prompt_tokens, completion_tokens, cost in await cursor.fetchall()
-        }
+            return {answer.cache_key: answer for answer in await cursor.fetchall()}
 
     async def put(self, answer: CachedAnswer) -> None:
         """Store an answer as soon as it is validated, so a later failure in its window keeps it."""
@@ -99,17 +90,9 @@ class AnswerCache:
                 """
                 INSERT INTO judge_cache (cache_key, judge_model, rubric_version, permutation, raw_answer,
                                          prompt_tokens, completion_tokens, cost_usd)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                VALUES (%(cache_key)s, %(judge_model)s, %(rubric_version)s, %(permutation)s, %(raw_answer)s,
+                        %(prompt_tokens)s, %(completion_tokens)s, %(cost_usd)s)
                 ON CONFLICT (cache_key) DO NOTHING
                 """,
-                (
-                    answer.cache_key,
-                    answer.judge_model,
-                    answer.rubric_version,
-                    answer.permutation,
-                    answer.raw_answer,
-                    answer.prompt_tokens,
-                    answer.completion_tokens,
-                    answer.cost_usd,
-                ),
+                answer.model_dump(),
             )

@@ -40,7 +40,7 @@ WINDOW_DEADLINE_SECONDS = 600.0
 MIN_WINDOWS = 2
 
 
-class ScoredTrajectory(BaseModel):
+class TrajectoryScore(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     trajectory_id: str
@@ -65,7 +65,7 @@ class WindowScoring(BaseModel):
     top_agent: str
     bottom_agent: str
     # Best first.
-    scores: list[ScoredTrajectory]
+    scores: list[TrajectoryScore]
 
 
 class WindowFailure(BaseModel):
@@ -211,7 +211,7 @@ async def _score_window(
 def _summarize(
     judge: Judge, window_id: datetime, groups: list[list[Trajectory]], scorings: list[GroupScoring]
 ) -> WindowScoring:
-    rows: list[ScoredTrajectory] = []
+    rows: list[TrajectoryScore] = []
     for group, result in zip(groups, scorings, strict=True):
         expected = sorted(trajectory.trajectory_id for trajectory in group)
         if sorted(result.scores) != expected:
@@ -221,7 +221,7 @@ def _summarize(
                 f"for group {result.group_index} of {expected}"
             )
         rows.extend(
-            ScoredTrajectory(
+            TrajectoryScore(
                 trajectory_id=trajectory.trajectory_id,
                 agent_id=trajectory.agent_id,
                 group_index=result.group_index,

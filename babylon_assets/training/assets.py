@@ -5,9 +5,9 @@ A thin wrapper over `train_policy`; the metadata tells what was trained on and w
 
 import dagster as dg
 
-from babylon_assets.instance import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.metadata import markdown_table
 from babylon_assets.progress import progress
+from babylon_assets.run_tags import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
 from babylon_assets.training import metric_names
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.train import train_policy

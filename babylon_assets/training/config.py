@@ -15,7 +15,9 @@ class TrainingConfig(dg.Config):
     learning_rate: float = Field(default=5e-6, gt=0, description="AdamW learning rate (constant)")
     target_trajectories: int = Field(default=1000, ge=1, description="dropout sizes each step toward this many")
     max_dropout: float = Field(default=0.3, ge=0, lt=1, description="upper bound of the dropout rate")
-    min_windows: int = Field(default=1, ge=1, description="trainable windows required to start")
+    min_train_windows: int = Field(
+        default=1, ge=1, description="windows left for training after the held-out split that a run needs to start"
+    )
     held_out_fraction: float = Field(
         default=0.2, ge=0, lt=1, description="share of windows kept for evaluation, assigned once per window"
     )

@@ -201,7 +201,7 @@ def load_scored_trajectories(
     return result
 
 
-def scored_groups(trajectories: Sequence[ScoredTrajectory]) -> list[ScoredGroup]:
+def group_trajectories(trajectories: Sequence[ScoredTrajectory]) -> list[ScoredGroup]:
     """The judge's groups of one or more windows: advantages are relative within a group."""
     keyed: dict[tuple[datetime, int], list[ScoredTrajectory]] = {}
     for trajectory in trajectories:

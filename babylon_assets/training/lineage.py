@@ -2,6 +2,7 @@
 
 from datetime import datetime
 
+from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import connect
@@ -44,12 +45,13 @@ class CheckpointLineage(BaseModel):
 
 def checkpoint_lineage(url: str, model_name: str, step: int | None = None) -> CheckpointLineage:
     """The lineage of `model_name`'s checkpoint at `step` (default: the latest registered one)."""
-    with connect(url) as conn:
-        row = conn.execute(
+    # Rows by column name: each alias is the field it fills, whatever the order of the SELECT.
+    with connect(url) as conn, conn.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(
             """
             SELECT c.id, c.step, c.backend, c.location, c.created_at, c.score_versions,
-                   (c.metrics ->> %s)::float8, (c.metrics ->> %s)::float8,
-                   c.eval_margin_before, c.eval_margin_after, b.checkpoint_id IS NOT NULL,
+                   (c.metrics ->> %s)::float8 AS loss, (c.metrics ->> %s)::float8 AS reward,
+                   c.eval_margin_before, c.eval_margin_after, b.checkpoint_id IS NOT NULL AS is_best,
                    c.wandb_run_id, c.wandb_artifact
             FROM policy_checkpoints AS c
             LEFT JOIN best_checkpoints AS b ON b.checkpoint_id = c.id
@@ -63,43 +65,26 @@ def checkpoint_lineage(url: str, model_name: str, step: int | None = None) -> Ch
             raise BabylonError(
                 f"model {model_name!r} has no registered checkpoint{which}; train it with `babylon train`"
             )
-        windows = conn.execute(
+        checkpoint_id = row.pop("id")
+        windows = cursor.execute(
             """
-            SELECT t.window_id, s.version, count(*), min(t.score), max(t.score),
-                   array_agg(t.trajectory_id ORDER BY t.trajectory_id)
+            SELECT t.window_id, s.version AS snapshot_version, count(*) AS trajectories,
+                   min(t.score) AS min_score, max(t.score) AS max_score,
+                   array_agg(t.trajectory_id ORDER BY t.trajectory_id) AS trajectory_ids
             FROM checkpoint_trajectories AS t
             JOIN checkpoint_windows AS w ON w.checkpoint_id = t.checkpoint_id AND w.window_id = t.window_id
             JOIN window_snapshots AS s ON s.id = w.snapshot_id
             WHERE t.checkpoint_id = %s
             GROUP BY t.window_id, s.version ORDER BY t.window_id
             """,
-            (row[0],),
+            (checkpoint_id,),
         ).fetchall()
-    return CheckpointLineage(
-        model_name=model_name,
-        step=row[1],
-        backend=row[2],
-        location=row[3],
-        created_at=row[4],
-        score_versions=row[5],
-        loss=row[6],
-        reward=row[7],
-        eval_margin_before=row[8],
-        eval_margin_after=row[9],
-        is_best=row[10],
-        wandb_run_id=row[11],
-        wandb_artifact=row[12],
-        windows=[
-            WindowLineage(
-                window=window_key(window_id),
-                snapshot_version=version,
-                trajectories=count,
-                min_score=low,
-                max_score=high,
-                trajectory_ids=ids,
-            )
-            for window_id, version, count, low, high, ids in windows
-        ],
+    return CheckpointLineage.model_validate(
+        {
+            **row,
+            "model_name": model_name,
+            "windows": [{"window": window_key(window.pop("window_id")), **window} for window in windows],
+        }
     )
 
 

@@ -3,6 +3,7 @@
 
 from collections.abc import Sequence
 
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, JsonValue
 
@@ -103,32 +104,30 @@ def ensure_policy_model(conn: Conn, policy: PolicySpec) -> None:
         "ON CONFLICT (name) DO NOTHING",
         (policy.name, policy.base_model, policy.project, policy.backend),
     )
-    row = conn.execute(
-        "SELECT base_model, project, backend FROM policy_models WHERE name = %s", (policy.name,)
-    ).fetchone()
-    if row is None:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        stored = cursor.execute(
+            "SELECT base_model, project, backend FROM policy_models WHERE name = %s", (policy.name,)
+        ).fetchone()
+    if stored is None:
         raise BabylonError(f"model {policy.name!r} vanished while it was being created; run again")
-    stored = (row[0], row[1], row[2])
-    wanted = (policy.base_model, policy.project, policy.backend)
+    wanted = policy.model_dump(include=set(stored))
     if stored != wanted:
         raise ConfigurationError(
-            f"model {policy.name!r} was created with base_model={stored[0]!r}, project={stored[1]!r}, "
-            f"backend={stored[2]!r}, but the trainer is configured with base_model={wanted[0]!r}, "
-            f"project={wanted[1]!r}, backend={wanted[2]!r}; restore that configuration or choose a new model_name"
+            f"model {policy.name!r} was created with base_model={stored['base_model']!r}, "
+            f"project={stored['project']!r}, backend={stored['backend']!r}, but the trainer is configured with "
+            f"base_model={wanted['base_model']!r}, project={wanted['project']!r}, backend={wanted['backend']!r}; "
+            "restore that configuration or choose a new model_name"
         )
 
 
 def latest_checkpoint(conn: Conn, model_name: str) -> RegisteredCheckpoint | None:
-    row = conn.execute(
-        "SELECT id, step, backend, location, eval_margin_after FROM policy_checkpoints "
-        "WHERE model_name = %s ORDER BY step DESC LIMIT 1",
-        (model_name,),
-    ).fetchone()
-    if row is None:
-        return None
-    return RegisteredCheckpoint(
-        id=row[0], model_name=model_name, step=row[1], backend=row[2], location=row[3], eval_margin_after=row[4]
-    )
+    # Rows by column name (class_row): a column moved in the SELECT still lands in its field.
+    with conn.cursor(row_factory=class_row(RegisteredCheckpoint)) as cursor:
+        return cursor.execute(
+            "SELECT id, model_name, step, backend, location, eval_margin_after FROM policy_checkpoints "
+            "WHERE model_name = %s ORDER BY step DESC LIMIT 1",
+            (model_name,),
+        ).fetchone()
 
 
 def checkpoint_ref(checkpoint: RegisteredCheckpoint) -> CheckpointRef:
@@ -136,14 +135,12 @@ def checkpoint_ref(checkpoint: RegisteredCheckpoint) -> CheckpointRef:
 
 
 def best_checkpoint(conn: Conn, model_name: str) -> BestCheckpoint | None:
-    row = conn.execute(
-        "SELECT c.id, c.step, c.location, b.eval_margin FROM best_checkpoints AS b "
-        "JOIN policy_checkpoints AS c ON c.id = b.checkpoint_id WHERE b.model_name = %s",
-        (model_name,),
-    ).fetchone()
-    if row is None:
-        return None
-    return BestCheckpoint(id=row[0], step=row[1], location=row[2], eval_margin=row[3])
+    with conn.cursor(row_factory=class_row(BestCheckpoint)) as cursor:
+        return cursor.execute(
+            "SELECT c.id, c.step, c.location, b.eval_margin FROM best_checkpoints AS b "
+            "JOIN policy_checkpoints AS c ON c.id = b.checkpoint_id WHERE b.model_name = %s",
+            (model_name,),
+        ).fetchone()
 
 
 def register_checkpoint(

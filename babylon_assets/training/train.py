@@ -42,10 +42,10 @@ class TrainingFailedError(BabylonError):
 def _no_windows_message(config: TrainingConfig, eligible: int, held_out: int) -> str:
     return (
         f"{eligible - held_out} scored window(s) can be trained on ({held_out} held out for evaluation), "
-        f"fewer than min_windows={config.min_windows}. A window qualifies when it is scored, started in the "
-        f"last {config.lookback_hours} h and has {config.min_agents}+ distinct agents with {config.min_actions}+ "
-        "actions. Produce some with `babylon simulate` (or record games), then `babylon train` scores them "
-        "(or materialize validated_windows and scored_groups for the windows)"
+        f"fewer than min_train_windows={config.min_train_windows}. A window qualifies when it is scored, "
+        f"started in the last {config.lookback_hours} h and has {config.min_agents}+ distinct agents with "
+        f"{config.min_actions}+ actions. Produce some with `babylon simulate` (or record games), then "
+        "`babylon train` scores them (or materialize validated_windows and scored_groups for the windows)"
     )
 
 
@@ -87,7 +87,7 @@ def plan_training(url: str, policy: PolicySpec, config: TrainingConfig) -> Plan:
             registry.ensure_policy_model(conn, policy)
             eligible = data.eligible_windows(conn, config)
             split = data.assign_splits(conn, eligible, config.held_out_fraction)
-        if len(split.train) < config.min_windows:
+        if len(split.train) < config.min_train_windows:
             raise NoTrainableWindowsError(_no_windows_message(config, len(eligible), len(split.held_out)))
         # Held-out windows, plus the game's own evaluation episodes ("isEvaluation") of the training windows.
         held_out = data.load_scored_trajectories(
@@ -114,7 +114,7 @@ def _step_groups(
         loaded.update(data.load_scored_trajectories(context.url, conn, missing, config.min_actions))
     total = sum(len(loaded[window_id]) for window_id in selected)
     rate = data.dropout_rate(total, config.target_trajectories, config.max_dropout)
-    groups = data.scored_groups([t for window_id in selected for t in loaded[window_id]])
+    groups = data.group_trajectories([t for window_id in selected for t in loaded[window_id]])
     return data.apply_dropout(groups, rate, random.Random(f"{config.seed}:{step}:dropout")), rate
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from statistics import fmean
 
+from psycopg.rows import class_row
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -183,25 +184,17 @@ async def snapshot_rows(
     conn: AsyncConn, snapshot_id: int, source_ids: Sequence[str] | None = None
 ) -> list[RecordedRow]:
     """A snapshot's rows (or only `source_ids` of them), in source-id order."""
-    async with conn.cursor() as cur:
+    # Rows by column name (class_row): a column moved in the SELECT still lands in its field.
+    async with conn.cursor(row_factory=class_row(RecordedRow)) as cur:
         await cur.execute(
             """
-            SELECT source_id, trajectory_id, agent_id, content_hash, recorded::text FROM snapshot_rows
+            SELECT source_id, trajectory_id, agent_id, content_hash, recorded::text AS recorded FROM snapshot_rows
             WHERE snapshot_id = %s AND (%s::text[] IS NULL OR source_id = ANY(%s::text[]))
             ORDER BY source_id
             """,
             (snapshot_id, source_ids, source_ids),
         )
-        return [
-            RecordedRow(
-                source_id=source_id,
-                trajectory_id=trajectory_id,
-                agent_id=agent_id,
-                content_hash=digest,
-                recorded=recorded,
-            )
-            for source_id, trajectory_id, agent_id, digest, recorded in await cur.fetchall()
-        ]
+        return await cur.fetchall()
 
 
 async def accepted_in_other_windows(

@@ -17,7 +17,7 @@ from babylon_assets.jobs import WINDOW_ASSETS
 from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.workers import WINDOWS_QUEUE, CelerySettings, check_broker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 BACKEND = "redis://127.0.0.1:6379/13"
 BIN = Path(sys.executable).parent

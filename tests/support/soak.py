@@ -48,16 +48,17 @@ from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import DEFAULT_SCHEMA, store_conninfo
 from babylon_assets.instance import FREE_SLOTS_AFTER_SECONDS
-from babylon_assets.partitions import WINDOW_PARTITIONS, before_lookback, eligible_windows_between
+from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.run_health import process_tags
+from babylon_assets.trajectories.discovery import before_lookback, eligible_windows_between
 from babylon_assets.trajectories.models import hour_floor, window_key
 from resources.database import DatabaseResource
 from sensors import fresh_windows
 from sensors.fresh_windows import CONTENT_TAG
 from sensors.training import ATTEMPT_TAG, FRESH_SET_TAG
-from tests.dagster_instance import project_instance
-from tests.judge_server import JudgeRequest, JudgeServer, Reply, by_content
-from tests.trajectory_rows import insert_rows, row, utc_naive
+from tests.support.dagster_instance import project_instance
+from tests.support.judge_server import JudgeRequest, JudgeServer, Reply, by_content
+from tests.support.trajectory_rows import insert_rows, row, utc_naive
 
 LOGGER = logging.getLogger("soak")
 # One step per training run, and a short closed-loop evaluation, keep training runs short; the model

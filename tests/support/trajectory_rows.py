@@ -16,7 +16,7 @@ from pydantic import JsonValue, TypeAdapter
 from babylon_assets.trajectories.models import Step, Trajectory, window_key
 from babylon_assets.trajectories.reader import parse_recorded
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 StepShape = Literal["recorder", "plugin"]
 STEP_REWARD: dict[StepShape, float] = {"recorder": 1.25, "plugin": -0.5}
 # Rows built later were recorded later: "createdAt" orders them, as the validator's rules rely on.
