@@ -70,7 +70,7 @@ TRAINING_RUN_CONFIG = dg.RunConfig(
     }
 )
 TICK_MINUTES = (20, 50)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class SoakPlan(BaseModel):
@@ -282,7 +282,7 @@ class Soak:
         """The training run in a process of its own, killed with SIGKILL once its step holds the slot."""
         with (self.home / "killed_training.log").open("w") as log:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "tests.soak", json.dumps(tags)], cwd=REPO, stdout=log, stderr=log
+                [sys.executable, "-m", "tests.support.soak", json.dumps(tags)], cwd=REPO, stdout=log, stderr=log
             )
         deadline = time.monotonic() + 120
         while not self.instance.event_log_storage.get_concurrency_run_ids():
