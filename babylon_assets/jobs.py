@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import JsonValue
 
 from babylon_assets.run_tags import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG, WINDOW_CHAIN_RETRIES
-from babylon_assets.workers import QUEUE_TAG, TRAINING_QUEUE, WINDOWS_QUEUE
+from babylon_assets.tools.workers import QUEUE_TAG, TRAINING_QUEUE, WINDOWS_QUEUE
 
 WINDOW_ASSETS = ("raw_trajectories", "validated_windows", "scored_groups")
 

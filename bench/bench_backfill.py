@@ -31,8 +31,8 @@ import yaml
 from dagster._core.storage.tags import BACKFILL_ID_TAG
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.instance import YamlValue, ensure_dagster_database, instance_config, instance_environment
 from babylon_assets.partitions import WINDOW_PARTITIONS
+from babylon_assets.tools.instance import YamlValue, ensure_dagster_database, instance_config, instance_environment
 from babylon_assets.trajectories.models import window_key
 from bench.scratch import scratch_database
 from tests.support.celery_cluster import ROOT, launch_window_backfill, start, start_daemon, stop

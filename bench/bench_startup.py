@@ -25,7 +25,7 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import DATABASE_URL_ENV
-from babylon_assets.instance import storage_target
+from babylon_assets.tools.instance import storage_target
 from bench.scratch import ADMIN_URL_ENV, DEFAULT_ADMIN_URL, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ class Figure(BaseModel):
 def babylon_command() -> list[str]:
     """The installed `babylon` script next to this interpreter, as a user runs it."""
     script = Path(sys.executable).with_name("babylon")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "babylon_assets.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "babylon_assets.tools.cli"]
 
 
 def measure(label: str, command: list[str], environment: dict[str, str], repeat: int) -> Figure:

@@ -10,8 +10,8 @@ import pytest
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 from psycopg import sql
 
-from babylon_assets.cli import main
 from babylon_assets.definitions import defs
+from babylon_assets.tools.cli import main
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.models import parse_window_key
 from tests.support.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows

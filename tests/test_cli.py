@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from babylon_assets.cli import build_parser, main
+from babylon_assets.tools.cli import build_parser, main
 
 COMMANDS = ["migrate", "simulate", "verify", "dev", "worker", "train", "lineage", "doctor", "dagster", "judge"]
 

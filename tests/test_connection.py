@@ -2,8 +2,8 @@
 
 import pytest
 
-from babylon_assets.cli import main
 from babylon_assets.db.connection import redact_url
+from babylon_assets.tools.cli import main
 
 
 @pytest.mark.parametrize(

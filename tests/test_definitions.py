@@ -11,7 +11,7 @@ import yaml
 
 from babylon_assets.definitions import defs
 from babylon_assets.errors import ConfigurationError
-from babylon_assets.instance import DAGSTER_PASSWORD_ENV, instance_config, instance_environment
+from babylon_assets.tools.instance import DAGSTER_PASSWORD_ENV, instance_config, instance_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,10 @@ def test_instance_config_keeps_the_password_out_of_the_yaml() -> None:
     }
     assert config["telemetry"] == {"enabled": False}
     # A run whose process died is failed by run monitoring, its slots freed; failed chains are retried.
-    assert config["run_launcher"] == {"module": "babylon_assets.run_health", "class": "ProcessCheckingRunLauncher"}
+    assert config["run_launcher"] == {
+        "module": "babylon_assets.tools.run_health",
+        "class": "ProcessCheckingRunLauncher",
+    }
     monitoring = config["run_monitoring"]
     assert isinstance(monitoring, dict)
     assert monitoring["enabled"] is True and monitoring["free_slots_after_run_end_seconds"] == 15
@@ -129,7 +132,7 @@ def test_instance_config_refuses_a_secret_it_would_have_to_write_in_clear() -> N
 HEAVY_MODULES = ["torch", "transformers", "peft", "art", "litellm", "openai", "wandb", "pandas"]
 
 
-@pytest.mark.parametrize("module", ["babylon_assets.definitions", "babylon_assets.cli"])
+@pytest.mark.parametrize("module", ["babylon_assets.definitions", "babylon_assets.tools.cli"])
 def test_loading_imports_none_of_the_heavy_libraries(module: str) -> None:
     probe = f"import sys, {module}; print(','.join(sorted(name for name in {HEAVY_MODULES!r} if name in sys.modules)))"
     result = subprocess.run(

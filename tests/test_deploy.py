@@ -16,8 +16,8 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.job import get_user_defined_k8s_config
 
-from babylon_assets.instance import instance_config
 from babylon_assets.jobs import K8S_CONFIG_TAG, training_job
+from babylon_assets.tools.instance import instance_config
 
 ROOT = Path(__file__).resolve().parents[1]
 VALUES = yaml.safe_load((ROOT / "deploy" / "values.yaml").read_text())

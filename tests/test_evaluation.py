@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from babylon_assets.cli import main
 from babylon_assets.db.connection import connect
 from babylon_assets.evaluation.evaluate import paired_comparison
 from babylon_assets.evaluation.market_play import (
@@ -24,6 +23,7 @@ from babylon_assets.evaluation.market_play import (
     persona,
     play_market,
 )
+from babylon_assets.tools.cli import main
 from babylon_assets.training import registry
 from babylon_assets.training.torch_backend import TorchTrainer
 from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory, TorchSettings

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from babylon_assets.cli import main
 from babylon_assets.db.connection import AsyncConn, connect_async
 from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_server, local_ruler_settings
 from babylon_assets.judging.ruler_judge import RulerJudge
 from babylon_assets.judging.scoring import score_window
+from babylon_assets.tools.cli import main
 from tests.support.trajectory_rows import ingest_and_validate, insert_rows, window_agents
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
@@ -83,7 +83,7 @@ def test_babylon_judge_serve_needs_a_key(monkeypatch: pytest.MonkeyPatch, capsys
 def test_babylon_judge_serve_answers_in_the_foreground_until_sigterm() -> None:
     key = "serve-test-key-0123456789"
     environment = {**os.environ, "BABYLON_JUDGE_API_KEY": key}
-    command = [sys.executable, "-m", "babylon_assets.cli", "judge", "serve", "--port", "0"]
+    command = [sys.executable, "-m", "babylon_assets.tools.cli", "judge", "serve", "--port", "0"]
     with subprocess.Popen(
         command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     ) as served:

@@ -23,7 +23,7 @@ def instance(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def train_on_a_terminal(database_url: str, home: Path) -> tuple[int, str]:
     """`babylon train --iterations 2` with its stderr on a terminal (a pty): exit code, what it showed."""
-    command = [sys.executable, "-m", "babylon_assets.cli", "train", "--iterations", "2"]
+    command = [sys.executable, "-m", "babylon_assets.tools.cli", "train", "--iterations", "2"]
     environment = {**os.environ, "BABYLON_HOME": str(home), "DATABASE_URL": database_url}
     leader, follower = pty.openpty()
     process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=follower)

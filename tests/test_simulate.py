@@ -6,8 +6,8 @@ from statistics import fmean
 import psycopg
 import pytest
 
-from babylon_assets.cli import main
 from babylon_assets.errors import BabylonError
+from babylon_assets.tools.cli import main
 from babylon_assets.trajectories.models import Trajectory
 from babylon_assets.trajectories.reader import load_market_outcomes, load_window
 from babylon_assets.trajectories.simulate import (

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 import torch
 
-from babylon_assets.train_run import failure_reason
+from babylon_assets.tools.train_run import failure_reason
 from babylon_assets.training.files import StorageError, write_folder_atomically
 from babylon_assets.training.train import TrainingFailedError
 

@@ -12,11 +12,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from babylon_assets.cli import main
 from babylon_assets.db.connection import connect
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.evaluation.promotion import PromotionDecision, promote
 from babylon_assets.metadata import MISSING
+from babylon_assets.tools.cli import main
 from babylon_assets.training import metric_names, registry
 from babylon_assets.training.assets import trained_checkpoint
 from babylon_assets.training.config import TrainingConfig

@@ -21,8 +21,8 @@ from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_ite
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster._time import get_current_datetime
 
-from babylon_assets.instance import FREE_SLOTS_AFTER_SECONDS
-from babylon_assets.run_health import (
+from babylon_assets.tools.instance import FREE_SLOTS_AFTER_SECONDS
+from babylon_assets.tools.run_health import (
     RUN_HOST_TAG,
     RUN_PID_TAG,
     RUN_PROCESS_STARTED_TAG,
@@ -122,7 +122,7 @@ def start_train(database_url: str, home: Path) -> subprocess.Popen[str]:
     """`babylon train` in a process of its own, as a person starts it."""
     environment = {**os.environ, "BABYLON_HOME": str(home), "DATABASE_URL": database_url}
     return subprocess.Popen(
-        [sys.executable, "-m", "babylon_assets.cli", "train", "--iterations", "1"],
+        [sys.executable, "-m", "babylon_assets.tools.cli", "train", "--iterations", "1"],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from pydantic import JsonValue
 
-from babylon_assets.cli import main
-from babylon_assets.dev_server import mark_first_visit_seen
+from babylon_assets.tools.cli import main
+from babylon_assets.tools.dev_server import mark_first_visit_seen
 from tests.support.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
 
 pytestmark = pytest.mark.subprocess

@@ -13,11 +13,11 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.launcher.base import WorkerStatus
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 
-from babylon_assets import celery_launcher
-from babylon_assets.celery_launcher import WorkerCheckingCeleryRunLauncher
-from babylon_assets.cli import main
 from babylon_assets.errors import ConfigurationError
-from babylon_assets.instance import instance_config
+from babylon_assets.tools import celery_launcher
+from babylon_assets.tools.celery_launcher import WorkerCheckingCeleryRunLauncher
+from babylon_assets.tools.cli import main
+from babylon_assets.tools.instance import instance_config
 from tests.support.celery_cluster import BACKEND, BROKER, require_brokers
 from tests.support.dagster_instance import drop_dagster_database, project_instance
 
@@ -45,7 +45,7 @@ def test_without_a_broker_runs_stay_next_to_the_daemon(monkeypatch: pytest.Monke
     monkeypatch.delenv("BABYLON_CELERY_BACKEND", raising=False)
     # Dagster's default launcher (a process next to the daemon), with the process check run monitoring needs.
     assert instance_config(URL)["run_launcher"] == {
-        "module": "babylon_assets.run_health",
+        "module": "babylon_assets.tools.run_health",
         "class": "ProcessCheckingRunLauncher",
     }
 
@@ -60,7 +60,7 @@ def test_a_broker_puts_the_celery_launcher_in_dagster_yaml_without_its_urls(
     (tmp_path / "dagster.yaml").write_text(text)
     validated, _ = dagster_instance_config(str(tmp_path))
     launcher = validated["run_launcher"]
-    assert launcher["module"] == "babylon_assets.celery_launcher"
+    assert launcher["module"] == "babylon_assets.tools.celery_launcher"
     assert launcher["class"] == WorkerCheckingCeleryRunLauncher.__name__
     result = process_config(WorkerCheckingCeleryRunLauncher.config_type(), launcher["config"])
     assert result.success, result.errors

@@ -48,7 +48,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from babylon_assets.trajectories.verify import run_verify
+    from babylon_assets.tools.verify import run_verify
 
     return run_verify(
         lookback_hours=args.lookback_hours,
@@ -75,26 +75,26 @@ def _positive(text: str) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from babylon_assets.dev_server import run_dev_server
+    from babylon_assets.tools.dev_server import run_dev_server
 
     return run_dev_server(args.port)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from babylon_assets.workers import run_worker
+    from babylon_assets.tools.workers import run_worker
 
     return run_worker(args.queue, args.concurrency)
 
 
 def _cmd_dagster(args: argparse.Namespace) -> int:
-    from babylon_assets.dev_server import run_dagster
+    from babylon_assets.tools.dev_server import run_dagster
 
     arguments: list[str] = args.arguments
     return run_dagster(arguments)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from babylon_assets.train_run import render_report, train
+    from babylon_assets.tools.train_run import render_report, train
     from babylon_assets.training.config import TrainingConfig
     from babylon_assets.trajectories.config import WindowConfig, WindowDiscovery
 
@@ -132,7 +132,7 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from babylon_assets.doctor import diagnose, render_doctor
+    from babylon_assets.tools.doctor import diagnose, render_doctor
 
     report = diagnose()
     print(render_doctor(report))

@@ -28,9 +28,9 @@ from babylon_assets.db.connection import (
 )
 from babylon_assets.db.migrate import apply_migrations, require_migrated
 from babylon_assets.errors import BabylonError, ConfigurationError
-from babylon_assets.instance import instance_environment, prepare_instance
 from babylon_assets.profile import PROFILE_ENV, active_profile
-from babylon_assets.workers import celery_settings, check_broker
+from babylon_assets.tools.instance import instance_environment, prepare_instance
+from babylon_assets.tools.workers import celery_settings, check_broker
 
 HOST = "127.0.0.1"
 SHUTDOWN_GRACE_SECONDS = 30

@@ -51,7 +51,7 @@ def _database() -> str:
         resolve_store_url,
     )
     from babylon_assets.db.migrate import require_migrated
-    from babylon_assets.instance import storage_target
+    from babylon_assets.tools.instance import storage_target
     from babylon_assets.training.publish import publish_target
 
     url = resolve_database_url()

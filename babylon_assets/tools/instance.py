@@ -115,7 +115,7 @@ def max_concurrent_runs() -> int:
 def instance_config(url: str) -> dict[str, YamlValue]:
     """The content of dagster.yaml for the data database `url`; with BABYLON_CELERY_BROKER set, runs go to
     Celery workers (see workers.py)."""
-    from babylon_assets.workers import celery_settings, run_launcher_config
+    from babylon_assets.tools.workers import celery_settings, run_launcher_config
 
     return {
         "storage": {"postgres": {"postgres_db": storage_target(url).postgres_db()}},
@@ -146,7 +146,7 @@ def instance_config(url: str) -> dict[str, YamlValue]:
         # terminal of `babylon dev`). Dagster's events are stored whatever this says; log lines below it are not.
         "python_logs": {"python_log_level": "INFO"},
         # Our launcher is Dagster's default plus the process check run monitoring needs (run_health).
-        "run_launcher": {"module": "babylon_assets.run_health", "class": "ProcessCheckingRunLauncher"},
+        "run_launcher": {"module": "babylon_assets.tools.run_health", "class": "ProcessCheckingRunLauncher"},
         "run_monitoring": {
             "enabled": True,
             "poll_interval_seconds": MONITOR_INTERVAL_SECONDS,

@@ -35,11 +35,11 @@ from babylon_assets.db.connection import (
 )
 from babylon_assets.db.migrate import require_migrated
 from babylon_assets.errors import BabylonError, ConfigurationError
-from babylon_assets.instance import instance_environment, prepare_instance
 from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.progress import progress
 from babylon_assets.run_failures import failure_text
-from babylon_assets.run_health import RUN_PID_TAG, clean_up_dead_runs, process_tags
+from babylon_assets.tools.instance import instance_environment, prepare_instance
+from babylon_assets.tools.run_health import RUN_PID_TAG, clean_up_dead_runs, process_tags
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.config import WindowDiscovery
@@ -221,7 +221,7 @@ def _stop_now(signum: int) -> NoReturn:
 def _workspace_file() -> Path:
     """The code location the webserver and the daemon load: workspace.yaml beside the package (a checkout)
     or in the current directory (an installed package run from the project root, as in deploy/)."""
-    for folder in (Path(__file__).resolve().parent.parent, Path.cwd()):
+    for folder in (Path(__file__).resolve().parents[2], Path.cwd()):
         if (folder / "workspace.yaml").is_file():
             return folder / "workspace.yaml"
     raise ConfigurationError(f"no workspace.yaml in {Path.cwd()}; run `babylon train` from the project root")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import DATABASE_URL_ENV, redact_url, resolve_store_base_url
 from babylon_assets.errors import ConfigurationError
-from babylon_assets.instance import YamlValue, instance_environment, prepare_instance
+from babylon_assets.tools.instance import YamlValue, instance_environment, prepare_instance
 
 BROKER_ENV = "BABYLON_CELERY_BROKER"
 BACKEND_ENV = "BABYLON_CELERY_BACKEND"
@@ -92,7 +92,7 @@ def run_launcher_config() -> dict[str, YamlValue]:
     return {
         "run_launcher": {
             # dagster-celery's launcher with a health check that sees a dead worker's run (celery_launcher.py).
-            "module": "babylon_assets.celery_launcher",
+            "module": "babylon_assets.tools.celery_launcher",
             "class": "WorkerCheckingCeleryRunLauncher",
             "config": {
                 "broker": {"env": BROKER_ENV},

@@ -1,4 +1,4 @@
-"""The project's Dagster instance for tests: dagster.yaml from babylon_assets.instance, PostgreSQL storage
+"""The project's Dagster instance for tests: dagster.yaml from babylon_assets.tools.instance, PostgreSQL storage
 in a fresh `<db>_dagster` database next to the test database, dropped afterwards."""
 
 from collections.abc import Iterator
@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from babylon_assets.instance import instance_environment, prepare_instance, storage_target
+from babylon_assets.tools.instance import instance_environment, prepare_instance, storage_target
 from babylon_assets.trajectories.simulate import simulate
 
 # Over and settled, yet inside the default 168-hour lookback that discovery and training use.

@@ -47,9 +47,9 @@ from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_ite
 from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import DEFAULT_SCHEMA, store_conninfo
-from babylon_assets.instance import FREE_SLOTS_AFTER_SECONDS
 from babylon_assets.partitions import WINDOW_PARTITIONS
-from babylon_assets.run_health import process_tags
+from babylon_assets.tools.instance import FREE_SLOTS_AFTER_SECONDS
+from babylon_assets.tools.run_health import process_tags
 from babylon_assets.trajectories.discovery import before_lookback, eligible_windows_between
 from babylon_assets.trajectories.models import hour_floor, window_key
 from resources.database import DatabaseResource
