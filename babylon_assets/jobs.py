@@ -1,15 +1,21 @@
 """The two asset jobs the sensors and `babylon train` launch.
 
 Selections name asset keys, so this module imports no asset code and the sensors can import it.
-Their tags place the runs wherever the instance launches them: the Celery queue (workers.py) and, on
+Their tags place the runs wherever the instance launches them: the Celery queue (tools/workers.py) and, on
 Kubernetes (deploy/), the training pod's GPU. Under the default run launcher both are inert.
 """
 
 import dagster as dg
 from pydantic import JsonValue
 
-from babylon_assets.run_tags import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG, WINDOW_CHAIN_RETRIES
-from babylon_assets.tools.workers import QUEUE_TAG, TRAINING_QUEUE, WINDOWS_QUEUE
+from babylon_assets.run_tags import (
+    QUEUE_TAG,
+    TRAINING_QUEUE,
+    TRAINING_WORKLOAD,
+    TRAINING_WORKLOAD_TAG,
+    WINDOW_CHAIN_RETRIES,
+    WINDOWS_QUEUE,
+)
 
 WINDOW_ASSETS = ("raw_trajectories", "validated_windows", "scored_groups")
 

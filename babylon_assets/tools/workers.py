@@ -15,23 +15,17 @@ import os
 import socket
 import sys
 import uuid
-from typing import Literal, get_args
+from typing import get_args
 
 from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import DATABASE_URL_ENV, redact_url, resolve_store_base_url
 from babylon_assets.errors import ConfigurationError
+from babylon_assets.run_tags import TRAINING_QUEUE, WINDOWS_QUEUE, Queue
 from babylon_assets.tools.instance import YamlValue, instance_environment, prepare_instance
 
 BROKER_ENV = "BABYLON_CELERY_BROKER"
 BACKEND_ENV = "BABYLON_CELERY_BACKEND"
-# dagster-celery's run tag naming the queue (dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG); a constant here
-# so that jobs.py does not import celery.
-QUEUE_TAG = "dagster-celery/queue"
-
-Queue = Literal["windows", "training"]
-WINDOWS_QUEUE: Queue = "windows"
-TRAINING_QUEUE: Queue = "training"
 # A window run that dies with its worker is failed by run monitoring once the redelivered task has ended
 # (celery_launcher.py) and then retried by the daemon once; a failing asset is a real failure and is not retried.
 RUN_RETRIES = 1

@@ -15,7 +15,8 @@ from dagster._core.execution.backfill import PartitionBackfill
 
 from babylon_assets.jobs import WINDOW_ASSETS
 from babylon_assets.partitions import WINDOW_PARTITIONS
-from babylon_assets.tools.workers import WINDOWS_QUEUE, CelerySettings, check_broker
+from babylon_assets.run_tags import WINDOWS_QUEUE
+from babylon_assets.tools.workers import CelerySettings, check_broker
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
