@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from babylon_assets.db.connection import connect, connect_async
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.tools.verify import build_report
 from babylon_assets.trajectories.game import discover_windows
-from babylon_assets.trajectories.simulate import simulate
 from bench.scratch import scratch_database
 
 TARGET_RATIO = 1.5

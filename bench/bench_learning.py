@@ -47,12 +47,12 @@ from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.quality import measure_judge_quality
 from babylon_assets.judging.ruler_judge import RulerJudge
 from babylon_assets.judging.scoring import score_windows
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.hf_policy import resolve_base_model
 from babylon_assets.training.train import train_policy
 from babylon_assets.training.types import SMOLLM2_BASE_MODEL, TrainingResult
 from babylon_assets.trajectories.ingest import ingest_window
-from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
 from bench.scratch import scratch_database, store_url
 from resources.trainer import TrainerResource

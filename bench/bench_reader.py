@@ -26,11 +26,11 @@ import psycopg
 from psycopg.rows import dict_row
 
 from babylon_assets.db.connection import AsyncConn
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.trajectories.game import read_window_rows
 from babylon_assets.trajectories.ingest import ingest_window
 from babylon_assets.trajectories.models import window_key
 from babylon_assets.trajectories.reader import load_window, validate_rows
-from babylon_assets.trajectories.simulate import simulate
 from bench.scratch import scratch_database, store_url
 
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)

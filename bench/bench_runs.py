@@ -26,9 +26,9 @@ import dagster as dg
 
 from babylon_assets.judging.assets import scored_groups
 from babylon_assets.partitions import WINDOW_PARTITIONS
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.tools.instance import instance_environment, prepare_instance
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
-from babylon_assets.trajectories.simulate import simulate
 from bench.scratch import scratch_database
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource

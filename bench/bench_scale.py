@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.judging.assets import JUDGE_POOL, scored_groups
 from babylon_assets.partitions import WINDOW_PARTITIONS
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.tools.instance import instance_environment, prepare_instance
 from babylon_assets.tools.workers import preload_window_run_imports
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
-from babylon_assets.trajectories.simulate import simulate
 from bench.scratch import scratch_database
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource

@@ -11,7 +11,7 @@ from psycopg import sql
 
 from babylon_assets.db.connection import DEFAULT_SCHEMA, connect, store_conninfo, with_database
 from babylon_assets.db.migrate import apply_migrations
-from babylon_assets.trajectories.simulate import create_game_tables
+from babylon_assets.simulation.writer import create_game_tables
 
 ADMIN_URL_ENV = "BABYLON_BENCH_ADMIN_URL"
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

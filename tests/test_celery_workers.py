@@ -25,9 +25,9 @@ from babylon_assets.db.connection import DEFAULT_SCHEMA, store_conninfo, with_da
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.judging.assets import scored_groups
 from babylon_assets.partitions import WINDOW_PARTITIONS
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.tools.instance import YamlValue, ensure_dagster_database, instance_config
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
-from babylon_assets.trajectories.simulate import simulate
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource
 from tests.support.celery_cluster import (

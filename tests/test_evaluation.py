@@ -23,12 +23,13 @@ from babylon_assets.evaluation.market_play import (
     persona,
     play_market,
 )
+from babylon_assets.simulation.episodes import generate_trajectory
+from babylon_assets.simulation.market import TRADING_FEE, Portfolio, simulate_market
 from babylon_assets.tools.cli import main
 from babylon_assets.training import registry
 from babylon_assets.training.torch_backend import TorchTrainer
 from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory, TorchSettings
 from babylon_assets.trajectories.messages import ChatMessage
-from babylon_assets.trajectories.simulate import TRADING_FEE, _Portfolio, generate_trajectory, simulate_market
 
 WINDOW = datetime(2026, 11, 24, 13, tzinfo=UTC)
 
@@ -61,7 +62,7 @@ def test_replaying_a_scripted_agents_replies_reproduces_its_pnl(agent_index: int
     market = simulate_market(random.Random("replay"), WINDOW)
     row = generate_trajectory(seed=3, window_id=WINDOW, market=market, agent_index=agent_index)
     start = row.steps[0].environment_state.agent_balance
-    book = _Portfolio(cash=start)
+    book = Portfolio(cash=start)
     for step in row.steps:
         call = step.llm_calls[0]
         minute = int(re.search(r"minute (\d+)\.", call.user_prompt).group(1))  # type: ignore[union-attr]

@@ -18,10 +18,10 @@ from babylon_assets.judging.rubric import RUBRIC_VERSION
 from babylon_assets.judging.ruler_judge import RulerJudge
 from babylon_assets.judging.ruler_settings import RulerSettings
 from babylon_assets.judging.scoring import WindowsFailedError, score_completeness, score_window, score_windows
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import Trajectory, window_key
 from babylon_assets.trajectories.reader import load_accepted
-from babylon_assets.trajectories.simulate import simulate
 from tests.support.judge_server import (
     JudgeRequest,
     JudgeServer,

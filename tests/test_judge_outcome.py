@@ -14,6 +14,7 @@ from babylon_assets.judging.groups import permutation_orders, split_groups
 from babylon_assets.judging.judge import JudgeGroup
 from babylon_assets.judging.outcome_judge import OUTCOME_RUBRIC_VERSION, OutcomeJudge, assess
 from babylon_assets.judging.scoring import score_completeness, score_window
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.trajectories.models import (
     Action,
     EnvironmentState,
@@ -25,7 +26,6 @@ from babylon_assets.trajectories.models import (
     Trajectory,
 )
 from babylon_assets.trajectories.reader import load_accepted
-from babylon_assets.trajectories.simulate import simulate
 from tests.support.trajectory_rows import ingest_and_validate, trajectory_from_steps
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)

@@ -15,8 +15,8 @@ from babylon_assets.judging.local_llm import LOCAL_JUDGE_MODEL
 from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.ruler_judge import RulerJudge
 from babylon_assets.profile import Profile
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.trajectories.models import window_key
-from babylon_assets.trajectories.simulate import simulate
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource, judge_resource_for
 from tests.support.judge_server import JudgeServer

@@ -1,15 +1,17 @@
 """The layering the README's layout describes, read from the imports of every module (an AST walk).
 
-- Domain code (trajectories/, judging/, training/, evaluation/, except their assets.py and config.py)
-  imports neither Dagster, `resources` nor `sensors`, nor a module of ours that is the Dagster layer.
+- Domain code (trajectories/, judging/, training/, evaluation/, simulation/, except their assets.py and
+  config.py) imports neither Dagster, `resources` nor `sensors`, nor a module of ours that is the Dagster layer.
 - `resources` never imports an assets module.
+- Only the operator tools (babylon_assets/tools/) import the tools: they may use everything else, the
+  pipeline (domain code, assets, jobs, resources, sensors) never uses them.
 """
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAIN_FOLDERS = ("trajectories", "judging", "training", "evaluation")
+DOMAIN_FOLDERS = ("trajectories", "judging", "training", "evaluation", "simulation")
 DAGSTER_LAYER_FILES = ("assets.py", "config.py")
 # Our modules that define or load Dagster objects; a domain module must not reach Dagster through them.
 DAGSTER_LAYER_MODULES = ("babylon_assets.definitions", "babylon_assets.jobs", "babylon_assets.partitions")
@@ -46,7 +48,10 @@ def _is_assets_module(module: str) -> bool:
 def layering_violations(root: Path) -> list[str]:
     """`file: imports module (rule)` for every crossing under `root`, sorted."""
     violations: list[str] = []
-    for path in sorted(root.glob("babylon_assets/**/*.py")) + sorted(root.glob("resources/**/*.py")):
+    paths = [
+        path for folder in ("babylon_assets", "resources", "sensors") for path in sorted(root.glob(f"{folder}/**/*.py"))
+    ]
+    for path in paths:
         relative = path.relative_to(root)
         for module in sorted(imported_modules(path, root)):
             top = module.split(".")[0]
@@ -59,6 +64,8 @@ def layering_violations(root: Path) -> list[str]:
                 violations.append(f"{relative}: imports {module} (domain code imports no Dagster layer)")
             if relative.parts[0] == "resources" and module.startswith("babylon_assets.") and _is_assets_module(module):
                 violations.append(f"{relative}: imports {module} (resources import no assets module)")
+            if relative.parts[:2] != ("babylon_assets", "tools") and module.startswith("babylon_assets.tools"):
+                violations.append(f"{relative}: imports {module} (only the tools import the tools)")
     return violations
 
 
@@ -82,11 +89,21 @@ def test_a_deliberate_crossing_is_named(tmp_path: Path) -> None:
     (tmp_path / "babylon_assets" / "training" / "data.py").write_text("from babylon_assets.partitions import x\n")
     (tmp_path / "resources" / "judge.py").write_text("from babylon_assets.judging.assets import scored_groups\n")
     (tmp_path / "resources" / "trainer.py").write_text("from babylon_assets.training import assets\n")
+    (tmp_path / "babylon_assets" / "tools").mkdir()
+    (tmp_path / "babylon_assets" / "tools" / "workers.py").write_text("from babylon_assets.tools.instance import x\n")
+    (tmp_path / "babylon_assets" / "jobs.py").write_text("from babylon_assets.tools.workers import QUEUE_TAG\n")
+    (tmp_path / "babylon_assets" / "simulation").mkdir()
+    (tmp_path / "babylon_assets" / "simulation" / "writer.py").write_text("import dagster\n")
+    (tmp_path / "sensors").mkdir()
+    (tmp_path / "sensors" / "training.py").write_text("from babylon_assets.tools import train_run\n")
 
     assert layering_violations(tmp_path) == [
+        "babylon_assets/jobs.py: imports babylon_assets.tools.workers (only the tools import the tools)",
         "babylon_assets/judging/score.py: imports dagster_postgres (domain code imports no Dagster layer)",
         "babylon_assets/judging/score.py: imports resources.judge (domain code imports no Dagster layer)",
+        "babylon_assets/simulation/writer.py: imports dagster (domain code imports no Dagster layer)",
         "babylon_assets/training/data.py: imports babylon_assets.partitions (domain code imports no Dagster layer)",
         "resources/judge.py: imports babylon_assets.judging.assets (resources import no assets module)",
         "resources/trainer.py: imports babylon_assets.training.assets (resources import no assets module)",
+        "sensors/training.py: imports babylon_assets.tools (only the tools import the tools)",
     ]

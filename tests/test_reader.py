@@ -11,6 +11,7 @@ from pydantic import JsonValue
 
 from babylon_assets.db.connection import AsyncConn
 from babylon_assets.errors import BabylonError
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.trajectories.game import RecordedRow, discover_windows, read_market_outcomes, unwindowed_rows
 from babylon_assets.trajectories.ingest import IngestReport, ingest_window
 from babylon_assets.trajectories.models import window_key
@@ -22,7 +23,6 @@ from babylon_assets.trajectories.reader import (
     stats_of,
     validate_rows,
 )
-from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
 from tests.support.trajectory_rows import fixture_steps, insert_rows, row, utc_naive, window_agents
 

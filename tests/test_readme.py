@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from babylon_assets.partitions import WINDOW_PARTITIONS
-from babylon_assets.trajectories.simulate import simulate
+from babylon_assets.simulation.writer import simulate
 from tests.support.dagster_instance import project_instance
 
 pytestmark = pytest.mark.subprocess

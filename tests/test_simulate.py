@@ -7,17 +7,12 @@ import psycopg
 import pytest
 
 from babylon_assets.errors import BabylonError
+from babylon_assets.simulation.episodes import default_start, generate_window, generate_windows
+from babylon_assets.simulation.strategies import STRATEGIES
+from babylon_assets.simulation.writer import insert_windows, simulate
 from babylon_assets.tools.cli import main
 from babylon_assets.trajectories.models import Trajectory
 from babylon_assets.trajectories.reader import load_market_outcomes, load_window
-from babylon_assets.trajectories.simulate import (
-    STRATEGIES,
-    default_start,
-    generate_window,
-    generate_windows,
-    insert_windows,
-    simulate,
-)
 from tests.support.trajectory_rows import ingest_and_validate
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)

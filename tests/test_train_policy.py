@@ -16,6 +16,7 @@ from babylon_assets.db.connection import connect
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.evaluation.promotion import PromotionDecision, promote
 from babylon_assets.metadata import MISSING
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.tools.cli import main
 from babylon_assets.training import metric_names, registry
 from babylon_assets.training.assets import trained_checkpoint
@@ -26,7 +27,6 @@ from babylon_assets.training.publish import publish_target
 from babylon_assets.training.train import NoTrainableWindowsError, train_policy
 from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup, ScoredTrajectory, StepOutcome
 from babylon_assets.trajectories.models import lookback_start
-from babylon_assets.trajectories.simulate import simulate
 from resources.database import DatabaseResource
 from resources.trainer import TrainerResource
 from resources.wandb import WandbResource

@@ -7,8 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.tools.cli import main
-from babylon_assets.trajectories.simulate import simulate
 from tests.support.trajectory_rows import insert_rows, row
 
 

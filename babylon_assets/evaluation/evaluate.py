@@ -27,6 +27,7 @@ from babylon_assets.evaluation.market_play import (
     play_market,
     scripted_pnl,
 )
+from babylon_assets.simulation.strategies import STRATEGIES, StrategyName
 from babylon_assets.training.hf_policy import (
     generate_reply,
     load_base_model,
@@ -36,7 +37,6 @@ from babylon_assets.training.hf_policy import (
 )
 from babylon_assets.training.torch_backend import MODEL_FOLDER, STATE_FILE, TrainerState
 from babylon_assets.trajectories.messages import ChatMessage
-from babylon_assets.trajectories.simulate import STRATEGIES, StrategyName
 
 BASE = "base"
 CHECKPOINT = "checkpoint"

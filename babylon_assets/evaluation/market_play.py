@@ -1,7 +1,7 @@
 """A policy plays a simulated market: at each decision it reads the prompt an agent would see, replies,
 and its parsed action is executed in the market; its P&L follows from the market as for scripted agents.
 
-The market model, prompts and portfolio are the simulator's (babylon_assets/trajectories/simulate.py).
+The market model, prompts and portfolio are the simulator's (babylon_assets/simulation/).
 Executing a *given* action is not factored out there (each strategy decides and executes in one
 function), so `execute` below applies the simulator's trading rules (fees, margin, share prices) to an
 action the policy chose.
@@ -15,21 +15,18 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from babylon_assets.trajectories.messages import ChatMessage
-from babylon_assets.trajectories.simulate import (
-    STRATEGIES,
+from babylon_assets.simulation.episodes import generate_trajectory, user_prompt
+from babylon_assets.simulation.market import (
     TRADING_FEE,
     WINDOW_MINUTES,
+    Perp,
+    Portfolio,
+    Shares,
     SimulatedMarket,
-    Strategy,
-    StrategyName,
-    _Perp,
-    _Portfolio,
-    _Shares,
-    _user_prompt,
-    generate_trajectory,
     simulate_market,
 )
+from babylon_assets.simulation.strategies import STRATEGIES, Strategy, StrategyName
+from babylon_assets.trajectories.messages import ChatMessage
 
 # Evaluation markets are drawn from their own seed stream and dated in 2000, so no window that
 # `babylon simulate` or the game produced for training can be one of them.
@@ -113,7 +110,7 @@ def parse_action(reply: str) -> AgentAction | None:
         return None
 
 
-def execute(action: AgentAction, market: SimulatedMarket, book: _Portfolio, minute: int) -> bool:
+def execute(action: AgentAction, market: SimulatedMarket, book: Portfolio, minute: int) -> bool:
     """Apply `action` to `book` at `minute` with the simulator's rules; False (book unchanged) when the
     market cannot carry it out: unknown ticker or market, not enough cash, nothing to close or sell,
     or a position already open there."""
@@ -127,7 +124,7 @@ def execute(action: AgentAction, market: SimulatedMarket, book: _Portfolio, minu
         book.cash -= cost
         side: Literal[1, -1] = 1 if order.side == "long" else -1
         entry = market.tickers[order.ticker].prices[minute]
-        book.perps[order.ticker] = _Perp(side=side, margin=order.margin, leverage=order.leverage, entry=entry)
+        book.perps[order.ticker] = Perp(side=side, margin=order.margin, leverage=order.leverage, entry=entry)
         return True
     if isinstance(action, ClosePerpAction):
         held = book.perps.pop(action.parameters.ticker, None)
@@ -144,7 +141,7 @@ def execute(action: AgentAction, market: SimulatedMarket, book: _Portfolio, minu
             return False
         unit = path.prices[minute] if buy.outcome == "YES" else 1 - path.prices[minute]
         book.cash -= buy.amount
-        book.shares[buy.market_id] = _Shares(outcome=buy.outcome, shares=buy.amount / unit, cost=buy.amount)
+        book.shares[buy.market_id] = Shares(outcome=buy.outcome, shares=buy.amount / unit, cost=buy.amount)
         return True
     holding = book.shares.pop(action.parameters.market_id, None)
     if holding is None:
@@ -194,13 +191,13 @@ def play_market(
 ) -> EpisodeResult:
     """The policy, prompted as an agent with `strategy`'s persona, trades `decisions` times; P&L is the
     settled equity at the window's end minus the starting cash."""
-    book = _Portfolio(cash=STARTING_CASH)
+    book = Portfolio(cash=STARTING_CASH)
     invalid = tokens = 0
     seconds = 0.0
     first_reply = ""
     for minute in decision_minutes(decisions):
         pnl = book.equity(market, minute) - STARTING_CASH
-        prompt = _user_prompt(strategy, market, book, window_id, minute, pnl)
+        prompt = user_prompt(strategy, market, book, window_id, minute, pnl)
         reply = respond(
             [ChatMessage(role="system", content=strategy.system_prompt), ChatMessage(role="user", content=prompt)]
         )

@@ -35,7 +35,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from babylon_assets.db.connection import redact_url, resolve_database_url
-    from babylon_assets.trajectories.simulate import simulate
+    from babylon_assets.simulation.writer import simulate
 
     url = resolve_database_url()
     summary = simulate(url, agents=args.agents, windows=args.windows, seed=args.seed, start=args.start)

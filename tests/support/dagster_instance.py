@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from babylon_assets.simulation.writer import simulate
 from babylon_assets.tools.instance import instance_environment, prepare_instance, storage_target
-from babylon_assets.trajectories.simulate import simulate
 
 # Over and settled, yet inside the default 168-hour lookback that discovery and training use.
 FIRST_WINDOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=12)
