@@ -186,7 +186,7 @@ async def _score_window(
             raise NothingToScoreError(f"window {key} has no accepted trajectories to score; validate it again")
         groups = split_groups(trajectories, judge.group_size)
         if _members(groups) != _members(row_groups) or trajectories[0].snapshot_id != content.snapshot_id:
-            group_keys, hits = [], {}  # validated again in between: the keys are not this content's
+            raise BabylonError(f"window {key} was validated again while it was being scored; score it again")
         cache = AnswerCache(conn, lock)
         try:
             async with asyncio.timeout(deadline_seconds):
