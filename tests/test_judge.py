@@ -175,6 +175,37 @@ async def test_rescoring_a_window_is_served_from_the_cache_without_any_judge_cal
     assert await cursor.fetchone() == (4, 400)
 
 
+async def test_a_warm_rerun_makes_no_judge_call_and_reads_no_steps(
+    database_url: str, conn: AsyncConn, server: JudgeServer
+) -> None:
+    [window_id] = await seeded_windows(database_url, conn, agents=12)
+    first = await score_window(conn, ruler_judge(server, group_size=6), window_id)
+    # The stored rows' steps made unreadable, their content hashes left as ingested: a re-run that
+    # loaded or parsed any trajectory would fail on them.
+    await conn.execute("""UPDATE snapshot_rows SET recorded = jsonb_set(recorded, '{stepsJson}', '"[not json"')""")
+
+    second = await score_window(conn, ruler_judge(server, group_size=6), window_id)
+
+    assert server.request_count == first.stats.calls_made == 4
+    assert (second.stats.calls_made, second.stats.calls_cached) == (0, 4)
+    assert second.scores == first.scores
+    assert await stored_scores(conn, window_id) == {row.trajectory_id: row.score for row in first.scores}
+    assert (await score_completeness(conn, window_id)).passed
+
+
+async def test_a_group_whose_cached_answer_is_deleted_is_judged_again_and_only_it(
+    database_url: str, conn: AsyncConn, server: JudgeServer
+) -> None:
+    [window_id] = await seeded_windows(database_url, conn, agents=12)
+    first = await score_window(conn, ruler_judge(server, group_size=6), window_id)
+    await conn.execute("DELETE FROM judge_cache WHERE cache_key = (SELECT min(cache_key) FROM judge_cache)")
+
+    again = await score_window(conn, ruler_judge(server, group_size=6), window_id)
+
+    assert (again.stats.calls_made, again.stats.calls_cached, server.request_count) == (1, 3, 5)
+    assert again.scores == first.scores
+
+
 async def test_another_judge_model_does_not_reuse_the_cached_answers(
     database_url: str, conn: AsyncConn, server: JudgeServer
 ) -> None:

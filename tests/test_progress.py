@@ -49,3 +49,6 @@ def test_progress_shows_on_a_terminal(database_url: str, instance: dg.DagsterIns
     assert "babylon train: window " in on_terminal and "scored (1 of 3)" in on_terminal
     assert re.search(r"training step 1 of 2, loss -?\d+\.\d{4}", on_terminal), on_terminal
     assert re.search(r"training step 2 of 2, loss -?\d+\.\d{4}", on_terminal), on_terminal
+    # Dagster mirrors a step's stderr into its compute logs: progress is for the terminal alone.
+    logged = [path for path in tmp_path.rglob("*") if path.is_file() and b"training step" in path.read_bytes()]
+    assert not logged, f"progress landed in {logged}"

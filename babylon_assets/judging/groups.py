@@ -8,15 +8,27 @@ import hashlib
 import math
 import random
 from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
-from babylon_assets.trajectories.models import Trajectory
+
+class Member(Protocol):
+    """What a split needs of a group member: a trajectory or only its row's identity."""
+
+    @property
+    def trajectory_id(self) -> str: ...
+
+    @property
+    def agent_id(self) -> str: ...
+
+
+M = TypeVar("M", bound=Member)
 
 
 def _id_hash(trajectory_id: str) -> str:
     return hashlib.sha256(trajectory_id.encode()).hexdigest()
 
 
-def split_groups(trajectories: Sequence[Trajectory], group_size: int) -> list[list[Trajectory]]:
+def split_groups(trajectories: Sequence[M], group_size: int) -> list[list[M]]:
     """Balanced groups of at most `group_size`, their sizes differing by at most one.
 
     Trajectories are ordered by a hash of their id, so the split does not depend on the order rows
@@ -27,7 +39,7 @@ def split_groups(trajectories: Sequence[Trajectory], group_size: int) -> list[li
     ordered = sorted(trajectories, key=lambda trajectory: _id_hash(trajectory.trajectory_id))
     count = math.ceil(len(ordered) / group_size)
     base, extra = divmod(len(ordered), count) if count else (0, 0)
-    groups: list[list[Trajectory]] = []
+    groups: list[list[M]] = []
     start = 0
     for index in range(count):
         size = base + (1 if index < extra else 0)

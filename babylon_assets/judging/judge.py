@@ -107,6 +107,14 @@ class Judge(Protocol):
         """Requests it may have in flight at once (1 for a judge that makes none)."""
         ...
 
+    @property
+    def settings_key(self) -> str | None:
+        """What a group's scores depend on besides the rubric version, the window's ground truth and the
+        group's rows (model, orders, view budget), as text: a group judged before under the same key is
+        taken from the group cache without being shown again. None for a judge that makes no calls: its
+        scores are computed from the rows every time."""
+        ...
+
     async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:
         """Every trajectory of `group` scored in [0, 1]; raises JudgeFailedError, never drops one."""
         ...

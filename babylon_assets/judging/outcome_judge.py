@@ -129,6 +129,10 @@ class OutcomeJudge:
     def concurrency(self) -> int:
         return 1
 
+    @property
+    def settings_key(self) -> None:
+        return None
+
     async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:
         assessments = [(trajectory, assess(trajectory, group.outcomes)) for trajectory in group.trajectories]
         return GroupScoring(

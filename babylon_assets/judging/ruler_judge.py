@@ -279,6 +279,14 @@ class RulerJudge:
     def concurrency(self) -> int:
         return self.settings.max_concurrency
 
+    @property
+    def settings_key(self) -> str:
+        """The settings that shape the prompts and the answers; the server (api_base) does not, as in the
+        answer cache's key."""
+        return self.settings.model_dump_json(
+            include={"judge_model", "permutations", "max_trajectory_tokens", "grammar_constrained"}
+        )
+
     def limiter(self) -> asyncio.Semaphore:
         """The concurrency limit on judge requests, across all groups and windows of this event loop."""
         loop = asyncio.get_running_loop()

@@ -7,6 +7,8 @@ in place and records its reason in `judge_failures`.
 """
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from statistics import fmean
@@ -19,7 +21,7 @@ from babylon_assets.db.connection import AsyncConn
 from babylon_assets.db.locks import WindowLock, lock_window
 from babylon_assets.errors import BabylonError
 from babylon_assets.judging.cache import AnswerCache
-from babylon_assets.judging.groups import split_groups
+from babylon_assets.judging.groups import Member, split_groups
 from babylon_assets.judging.judge import (
     CallStats,
     GroupScoring,
@@ -29,8 +31,8 @@ from babylon_assets.judging.judge import (
     UnitScore,
     total_stats,
 )
-from babylon_assets.trajectories.models import Trajectory, window_key
-from babylon_assets.trajectories.reader import load_validated
+from babylon_assets.trajectories.models import window_key
+from babylon_assets.trajectories.reader import AcceptedRow, load_validated, validated_content
 
 # How long judging one window may take, all its groups, orders and retries together (a judge that
 # never answers would otherwise hold the window for attempts x timeout per order).
@@ -161,16 +163,38 @@ async def _score_window(
     key = window_key(window_id)
     try:
         async with lock:
+            content = await validated_content(conn, window_id)
+        if not content.rows:
+            raise NothingToScoreError(f"window {key} has no accepted trajectories to score; validate it again")
+        row_groups = split_groups(content.rows, judge.group_size)
+        group_keys = _group_keys(judge, content.outcomes_hash, row_groups)
+        hits: dict[int, GroupScoring] = {}
+        if group_keys:
+            async with lock:
+                hits = await _cached_groups(conn, group_keys)
+        if group_keys and len(hits) == len(group_keys):
+            # Every group judged before from the same content: nothing to load, parse or show.
+            scorings = [hits[index] for index in range(len(row_groups))]
+            scoring = _summarize(judge, window_id, row_groups, scorings)
+            async with lock:
+                await _store(conn, window_id, content.snapshot_id, row_groups, scorings, scoring, {})
+            return scoring
+
+        async with lock:
             trajectories, outcomes = await load_validated(conn, window_id)
         if not trajectories:
             raise NothingToScoreError(f"window {key} has no accepted trajectories to score; validate it again")
         groups = split_groups(trajectories, judge.group_size)
+        if _members(groups) != _members(row_groups) or trajectories[0].snapshot_id != content.snapshot_id:
+            raise BabylonError(f"window {key} was validated again while it was being scored; score it again")
         cache = AnswerCache(conn, lock)
         try:
             async with asyncio.timeout(deadline_seconds):
                 results = await asyncio.gather(
                     *(
-                        judge.score_group(
+                        _known(hits[index])
+                        if index in hits
+                        else judge.score_group(
                             JudgeGroup(window_id=window_id, group_index=index, trajectories=group, outcomes=outcomes),
                             cache,
                         )
@@ -192,8 +216,9 @@ async def _score_window(
             raise JudgeFailedError(f"{first} (and {len(failures) - 1} more group(s) of window {key} failed)")
         scorings = [result for result in results if isinstance(result, GroupScoring)]
         scoring = _summarize(judge, window_id, groups, scorings)
+        fresh = {group_keys[index]: result for index, result in enumerate(scorings) if group_keys and index not in hits}
         async with lock:
-            await _store(conn, window_id, groups, scorings, scoring)
+            await _store(conn, window_id, content.snapshot_id, groups, scorings, scoring, fresh)
         return scoring
     except BabylonError as error:
         async with lock:
@@ -208,8 +233,59 @@ async def _score_window(
         raise
 
 
+async def _known(scoring: GroupScoring) -> GroupScoring:
+    return scoring
+
+
+def _members(groups: Sequence[Sequence[Member]]) -> list[list[str]]:
+    return [[member.trajectory_id for member in group] for group in groups]
+
+
+def _group_keys(judge: Judge, outcomes_hash: str, groups: list[list[AcceptedRow]]) -> list[str]:
+    """Each group's key in judge_group_cache (see migration 0011); none for a judge without a settings key."""
+    settings_key = judge.settings_key
+    if settings_key is None:
+        return []
+    return [
+        hashlib.sha256(
+            json.dumps(
+                [
+                    judge.name,
+                    judge.rubric_version,
+                    settings_key,
+                    outcomes_hash,
+                    [[row.trajectory_id, row.content_hash] for row in group],
+                ]
+            ).encode()
+        ).hexdigest()
+        for group in groups
+    ]
+
+
+async def _cached_groups(conn: AsyncConn, group_keys: list[str]) -> dict[int, GroupScoring]:
+    """The groups (by index) judged before whose answers are all still in judge_cache as they were: one query."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            """
+            SELECT k.ordinality - 1, g.scoring::text
+            FROM unnest(%s::text[]) WITH ORDINALITY AS k(group_key, ordinality)
+            JOIN judge_group_cache g ON g.group_key = k.group_key
+            WHERE g.answers_hash = judge_answers_hash(g.cache_keys)
+            """,
+            (group_keys,),
+        )
+        found = await cur.fetchall()
+    hits: dict[int, GroupScoring] = {}
+    for index, text in found:
+        stored = GroupScoring.model_validate_json(text)
+        # Reused, each of its answers counts as served from the cache, as when its calls hit one by one.
+        calls = len({p.cache_key for p in stored.permutations})
+        hits[index] = stored.model_copy(update={"group_index": index, "stats": CallStats(calls_cached=calls)})
+    return hits
+
+
 def _summarize(
-    judge: Judge, window_id: datetime, groups: list[list[Trajectory]], scorings: list[GroupScoring]
+    judge: Judge, window_id: datetime, groups: Sequence[Sequence[Member]], scorings: list[GroupScoring]
 ) -> WindowScoring:
     rows: list[TrajectoryScore] = []
     for group, result in zip(groups, scorings, strict=True):
@@ -250,14 +326,22 @@ def _summarize(
 async def _store(
     conn: AsyncConn,
     window_id: datetime,
-    groups: list[list[Trajectory]],
+    snapshot_id: int,
+    groups: Sequence[Sequence[Member]],
     scorings: list[GroupScoring],
     scoring: WindowScoring,
+    fresh: dict[str, GroupScoring],
 ) -> None:
-    """Replace the window's scores, split, permutation scores and stats in one transaction, sent as one
-    pipeline: the statements go out together instead of one round trip each."""
+    """Replace the window's scores, split, permutation scores and stats, and add the groups judged `fresh`
+    to the group cache, in one transaction sent as one pipeline: the statements go out together instead of
+    one round trip each."""
     ids = [row.trajectory_id for row in scoring.scores]
-    snapshot_id = groups[0][0].snapshot_id
+    cacheable = {
+        group_key: (sorted(keys), result)
+        for group_key, result in fresh.items()
+        if (keys := {p.cache_key for p in result.permutations if p.cache_key is not None})
+        and len(keys) == len({p.permutation for p in result.permutations})
+    }
     permutation_rows = [
         (group.group_index, p.permutation, p.trajectory_id, p.position, p.score, p.explanation, p.cache_key)
         for group in scorings
@@ -309,9 +393,30 @@ async def _store(
             INSERT INTO window_scores (window_id, judge, rubric_version, groups, trajectories, snapshot_id)
             VALUES (%s, %s, %s, %s, %s, %s)
             """,
-            # load_accepted read every trajectory from the window's validated snapshot.
             (window_id, scoring.judge, scoring.rubric_version, scoring.groups, len(scoring.scores), snapshot_id),
         )
+        if cacheable:
+            await cur.execute(
+                """
+                INSERT INTO judge_group_cache (group_key, cache_keys, answers_hash, scoring)
+                SELECT g.group_key, g.cache_keys, judge_answers_hash(g.cache_keys), g.scoring
+                FROM (
+                    SELECT r.group_key, ARRAY(SELECT jsonb_array_elements_text(r.cache_keys)) AS cache_keys, r.scoring
+                    FROM jsonb_to_recordset(%s::jsonb) AS r(group_key text, cache_keys jsonb, scoring jsonb)
+                ) AS g
+                WHERE judge_answers_hash(g.cache_keys) IS NOT NULL  -- an answer deleted since: not reusable
+                ON CONFLICT (group_key) DO UPDATE
+                SET cache_keys = EXCLUDED.cache_keys, answers_hash = EXCLUDED.answers_hash, scoring = EXCLUDED.scoring
+                """,
+                (
+                    Jsonb(
+                        [
+                            {"group_key": group_key, "cache_keys": keys, "scoring": result.model_dump(mode="json")}
+                            for group_key, (keys, result) in cacheable.items()
+                        ]
+                    ),
+                ),
+            )
         await cur.execute(
             """
             INSERT INTO judge_window_stats (window_id, judge, rubric_version, calls_made, calls_cached,

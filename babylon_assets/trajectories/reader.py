@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from statistics import fmean
 
 from psycopg.rows import class_row
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from babylon_assets.db.connection import AsyncConn
@@ -266,6 +266,58 @@ async def load_validated(conn: AsyncConn, window_id: datetime) -> tuple[list[Tra
             )
         trajectories.append(Trajectory(window_id=window_id, snapshot_id=snapshot_id, row=parsed))
     return trajectories, MarketOutcomes.model_validate_json(found[1])
+
+
+class AcceptedRow(BaseModel):
+    """An accepted row of a window's validated snapshot by what identifies its content, unparsed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source_id: str
+    trajectory_id: str
+    agent_id: str
+    content_hash: str
+
+
+class ValidatedContent(BaseModel):
+    """What a window's last validation accepted, by content hash: enough to look its results up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    snapshot_id: int
+    # sha256 of the ground truth ingested with the snapshot (its canonical jsonb text).
+    outcomes_hash: str
+    rows: list[AcceptedRow]
+
+
+async def validated_content(conn: AsyncConn, window_id: datetime) -> ValidatedContent:
+    """The window's accepted rows (source-id order) and its ground truth by their hashes, without reading
+    the rows themselves: two statements in one round trip."""
+    async with conn.pipeline(), conn.cursor() as snapshot, conn.cursor(row_factory=class_row(AcceptedRow)) as rows:
+        await snapshot.execute(
+            """
+            SELECT v.snapshot_id, encode(sha256(convert_to(s.outcomes::text, 'UTF8')), 'hex')
+            FROM window_validations v JOIN window_snapshots s ON s.id = v.snapshot_id WHERE v.window_id = %s
+            """,
+            (window_id,),
+        )
+        await rows.execute(
+            """
+            SELECT r.source_id, t.trajectory_id, t.agent_id, r.content_hash FROM window_validations v
+            JOIN trajectory_validations t ON t.snapshot_id = v.snapshot_id AND t.accepted
+            JOIN snapshot_rows r ON r.snapshot_id = t.snapshot_id AND r.source_id = t.source_id
+            WHERE v.window_id = %s ORDER BY r.source_id
+            """,
+            (window_id,),
+        )
+        found = await snapshot.fetchone()
+        accepted = await rows.fetchall()
+    if found is None:
+        raise BabylonError(
+            f"window {window_key(window_id)} has never been validated; validate it first "
+            "(materialize validated_windows for it, or call validate_window)"
+        )
+    return ValidatedContent(snapshot_id=found[0], outcomes_hash=found[1], rows=accepted)
 
 
 async def load_market_outcomes(conn: AsyncConn, window_id: datetime) -> MarketOutcomes:
