@@ -113,7 +113,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         target_trajectories=args.target_trajectories,
         max_dropout=args.max_dropout,
     )
-    print(render_report(train(windows, training, debug=args.debug)))
+    print(render_report(train(windows, training, now=datetime.now(UTC), debug=args.debug)))
     return 0
 
 

@@ -5,14 +5,13 @@ failure does not stop the others, but then no training happens and the command f
 a window stopped by the blocking agent check is skipped with its reason, which is not a failure.
 """
 
-import asyncio
 import json
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Literal, NoReturn
@@ -28,10 +27,11 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget
 from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import (
-    connect_async,
+    AsyncConn,
     resolve_database_url,
     resolve_store_base_url,
     resolve_store_url,
+    run_with_connection,
 )
 from babylon_assets.db.migrate import require_migrated
 from babylon_assets.errors import BabylonError, ConfigurationError
@@ -167,15 +167,14 @@ def _because(reason: str | None) -> str:
     return f": {reason}" if reason else ""
 
 
-async def _discover(url: str, config: WindowDiscovery, now: datetime) -> list[WindowCandidate]:
-    async with await connect_async(url) as conn:
-        return await eligible_windows_between(
-            conn,
-            after=before_lookback(now, config.lookback_hours),
-            until=latest_completed_window(now, config.settle_minutes),
-            min_agents=config.rule.min_agents,
-            min_actions=config.rule.min_actions,
-        )
+async def _discover(conn: AsyncConn, config: WindowDiscovery, now: datetime) -> list[WindowCandidate]:
+    return await eligible_windows_between(
+        conn,
+        after=before_lookback(now, config.lookback_hours),
+        until=latest_completed_window(now, config.settle_minutes),
+        min_agents=config.rule.min_agents,
+        min_actions=config.rule.min_actions,
+    )
 
 
 class _Stopped(BaseException):
@@ -294,8 +293,10 @@ def _run_stoppably(work: Callable[[], TrainReport]) -> TrainReport:
     return outcome[0]
 
 
-def train(discovery: WindowDiscovery, training_config: TrainingConfig, *, debug: bool = False) -> TrainReport:
-    """Materialize raw -> validated -> scored for each eligible window, then trained_checkpoint.
+def train(
+    discovery: WindowDiscovery, training_config: TrainingConfig, *, now: datetime, debug: bool = False
+) -> TrainReport:
+    """Materialize raw -> validated -> scored for each window eligible at `now`, then trained_checkpoint.
 
     Each skipped or failed window is one line on stderr; `debug` adds the failed steps' tracebacks.
     """
@@ -305,7 +306,7 @@ def train(discovery: WindowDiscovery, training_config: TrainingConfig, *, debug:
     prepare_instance(resolve_store_base_url(url))
     # In-process runs and their resources read these, exactly like `babylon dev`'s processes.
     os.environ.update(instance_environment(url))
-    return _run_stoppably(lambda: _train(url, discovery, training_config, console))
+    return _run_stoppably(lambda: _train(url, discovery, training_config, console, now))
 
 
 def _clean_up_after_the_dead() -> None:
@@ -320,10 +321,10 @@ def _clean_up_after_the_dead() -> None:
 
 
 def _train(
-    url: str, discovery: WindowDiscovery, training_config: TrainingConfig, console: ConsoleConfig
+    url: str, discovery: WindowDiscovery, training_config: TrainingConfig, console: ConsoleConfig, now: datetime
 ) -> TrainReport:
     _clean_up_after_the_dead()
-    candidates = asyncio.run(_discover(url, discovery, datetime.now(UTC)))
+    candidates = run_with_connection(url, lambda conn: _discover(conn, discovery, now))
     if not candidates:
         raise BabylonError(
             f"no window of the last {discovery.lookback_hours} h is over and has {discovery.rule.min_agents}+ "

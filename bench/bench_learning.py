@@ -180,12 +180,12 @@ def main() -> None:
         print(f"simulated and judged {len(window_ids)} windows", file=sys.stderr, flush=True)
 
         started = time.perf_counter()
-        trained = train_policy(url, trainer("bench-trained").build(), wandb, config)
+        trained = train_policy(url, trainer("bench-trained").build(), wandb, config, datetime.now(UTC))
         phases["train"] = time.perf_counter() - started
         print(f"trained {trained.steps_done} step(s) in {phases['train']:.0f} s", file=sys.stderr, flush=True)
         started = time.perf_counter()
         _shuffle_scores(url, args.seed)
-        control = train_policy(url, trainer("bench-shuffled").build(), wandb, config)
+        control = train_policy(url, trainer("bench-shuffled").build(), wandb, config, datetime.now(UTC))
         phases["train control"] = time.perf_counter() - started
         print(f"trained the control in {phases['train control']:.0f} s", file=sys.stderr, flush=True)
 
