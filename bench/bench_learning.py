@@ -46,7 +46,6 @@ from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_ser
 from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.quality import measure_judge_quality
 from babylon_assets.judging.ruler_judge import RulerJudge
-from babylon_assets.judging.scoring import score_windows
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.hf_policy import resolve_base_model
 from babylon_assets.training.train import train_policy
@@ -57,6 +56,7 @@ from babylon_assets.trajectories.validation import validate_window
 from bench.scratch import scratch_database, store_url
 from resources.trainer import TrainerResource
 from resources.wandb import WandbResource
+from tests.support.scoring import score_windows
 
 AGENTS = 5
 JudgeChoice = Literal["outcome", "local-llm"]
