@@ -160,9 +160,7 @@ def judge_resource_for(profile: Profile) -> JudgeResource:
     """
     settings = SettingsReader()
     kind = settings.choice(JUDGE_ENV, get_args(JudgeKind), PROFILE_JUDGES[profile])
-    threads = settings.value(JUDGE_THREADS_ENV)
-    if threads is not None and not (threads.isdigit() and int(threads) > 0):
-        settings.problems.append(f"{JUDGE_THREADS_ENV}={threads!r} is not a positive number of threads; set e.g. 1")
+    threads = settings.threads(JUDGE_THREADS_ENV)
     settings.check()
     if kind == "outcome":
         return JudgeResource(kind="outcome")
@@ -178,7 +176,7 @@ def judge_resource_for(profile: Profile) -> JudgeResource:
             model=LOCAL_JUDGE_MODEL,
             api_base=dg.EnvVar(JUDGE_API_BASE_ENV) if served else None,
             api_key=dg.EnvVar(JUDGE_API_KEY_ENV) if served else None,
-            threads=int(threads) if threads else 1,
+            threads=threads or 1,
             # One call of a 5-agent window takes 1-5 minutes on 2 busy cores, and the orders queue.
             window_deadline_seconds=LOCAL_WINDOW_DEADLINE_SECONDS,
         )

@@ -109,9 +109,7 @@ def trainer_resource_for(profile: Profile) -> TrainerResource:
     serverless = backend == "art-serverless"
     if serverless and settings.value(WANDB_API_KEY_ENV) is None:
         settings.problems.append(SERVERLESS_NEEDS_KEY)
-    threads = settings.value(THREADS_ENV)
-    if threads is not None and not (threads.isdigit() and int(threads) > 0):
-        settings.problems.append(f"{THREADS_ENV}={threads!r} is not a positive number of threads; set e.g. 1")
+    threads = settings.threads(THREADS_ENV)
     settings.check()
     return TrainerResource(
         backend=backend,
@@ -121,6 +119,6 @@ def trainer_resource_for(profile: Profile) -> TrainerResource:
         lora=base_model == SMOLLM2_BASE_MODEL,
         # A batch's logits over SmolLM2's 49,152-token vocabulary dominate memory: 8192 tokens took 21 GB.
         tokens_per_batch=1024 if base_model == SMOLLM2_BASE_MODEL else _TORCH.tokens_per_batch,
-        threads=int(threads) if threads else None,
+        threads=threads,
         wandb_api_key=dg.EnvVar(WANDB_API_KEY_ENV) if serverless else None,
     )
