@@ -42,9 +42,9 @@ from babylon_assets.run_failures import failure_text
 from babylon_assets.run_health import RUN_PID_TAG, clean_up_dead_runs, process_tags
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
-from babylon_assets.trajectories.config import WindowDiscovery
 from babylon_assets.trajectories.discovery import before_lookback, eligible_windows_between, latest_completed_window
 from babylon_assets.trajectories.models import WindowCandidate, window_key
+from babylon_assets.trajectories.rules import WindowDiscovery
 
 DEFINITIONS_MODULE = "babylon_assets.definitions"
 MetadataNumber = int | float

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from babylon_assets.db.connection import AsyncConn, run_with_connection
 from babylon_assets.jobs import window_chain_job
 from babylon_assets.partitions import WINDOW_PARTITIONS, window_partitions
-from babylon_assets.trajectories.config import WindowDiscovery
 from babylon_assets.trajectories.discovery import HOUR, eligible_windows_between
 from babylon_assets.trajectories.game import rows_written_since
 from babylon_assets.trajectories.ingest import window_content
 from babylon_assets.trajectories.models import lookback_start, parse_window_key
+from babylon_assets.trajectories.rules import WindowDiscovery
 from resources.database import DatabaseResource
 
 CONTENT_TAG = "babylon/content_hash"
