@@ -42,6 +42,7 @@ from babylon_assets.run_failures import failure_text
 from babylon_assets.run_health import RUN_PID_TAG, clean_up_dead_runs, process_tags
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
+from babylon_assets.trajectories.config import WindowConfig
 from babylon_assets.trajectories.discovery import before_lookback, eligible_windows_between, latest_completed_window
 from babylon_assets.trajectories.models import WindowCandidate, window_key
 from babylon_assets.trajectories.rules import WindowDiscovery
@@ -341,7 +342,9 @@ def _train(
             result = _execute(
                 instance,
                 "window_chain_job",
-                dg.RunConfig(ops={"validated_windows": discovery.rule}, loggers=console),
+                dg.RunConfig(
+                    ops={"validated_windows": WindowConfig.model_validate(discovery.rule.model_dump())}, loggers=console
+                ),
                 tags,
                 partition_key=key,
             )

@@ -54,7 +54,7 @@ from babylon_assets.trajectories.ingest import ingest_window
 from babylon_assets.trajectories.simulate import simulate
 from babylon_assets.trajectories.validation import validate_window
 from bench.scratch import scratch_database, store_url
-from resources.trainer import TrainerResource
+from resources.trainer import TorchConfig, TrainerResource
 from resources.wandb import WandbResource
 from tests.support.scoring import score_windows
 
@@ -142,10 +142,9 @@ def main() -> None:
         return TrainerResource(
             model_name=name,
             base_model=SMOLLM2_BASE_MODEL,
-            lora=True,
-            threads=args.threads,
-            max_seq_len=args.max_seq_len,
-            tokens_per_batch=args.tokens_per_batch,
+            torch=TorchConfig(
+                lora=True, threads=args.threads, max_seq_len=args.max_seq_len, tokens_per_batch=args.tokens_per_batch
+            ),
             checkpoint_root=str(home / "checkpoints"),
         )
 

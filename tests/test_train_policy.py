@@ -28,7 +28,7 @@ from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup
 from babylon_assets.trajectories.models import lookback_start
 from babylon_assets.trajectories.simulate import simulate
 from resources.database import DatabaseResource
-from resources.trainer import TrainerResource
+from resources.trainer import TorchConfig, TrainerResource
 from resources.wandb import WandbResource
 from tests.support.trajectory_rows import ingest_and_validate
 
@@ -77,7 +77,7 @@ def trainer_resource(tmp_path: Path, wandb_api_key: str | None = None) -> Traine
     # 1400 byte-level tokens hold the system prompt, the first prompt and the first answer.
     return TrainerResource(
         model_name="policy",
-        max_seq_len=1400,
+        torch=TorchConfig(max_seq_len=1400),
         checkpoint_root=str(tmp_path / "checkpoints"),
         wandb_api_key=wandb_api_key,
     )
