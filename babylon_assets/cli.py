@@ -63,6 +63,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         min_agents=rule.min_agents,
         min_actions=rule.min_actions,
         min_windows=args.min_windows,
+        now=datetime.now(UTC),
     )
 
 

@@ -64,7 +64,7 @@ async def build_report(
     min_agents: int,
     min_actions: int,
     min_windows: int,
-    now: datetime | None = None,
+    now: datetime,
 ) -> VerifyReport:
     floor = min(min_agents, *AGENT_THRESHOLDS)
     candidates = await discover_windows(
@@ -196,13 +196,18 @@ def render_report(report: VerifyReport) -> str:
     return "\n".join(lines)
 
 
-def run_verify(*, lookback_hours: int, min_agents: int, min_actions: int, min_windows: int) -> int:
-    """Print the report for the game's database; 0 when ready for training, else 1."""
+def run_verify(*, lookback_hours: int, min_agents: int, min_actions: int, min_windows: int, now: datetime) -> int:
+    """Print the report for the game's database at `now`; 0 when ready for training, else 1."""
     url = resolve_database_url()
     report = run_with_connection(
         url,
         lambda conn: build_report(
-            conn, lookback_hours=lookback_hours, min_agents=min_agents, min_actions=min_actions, min_windows=min_windows
+            conn,
+            lookback_hours=lookback_hours,
+            min_agents=min_agents,
+            min_actions=min_actions,
+            min_windows=min_windows,
+            now=now,
         ),
     )
     print(f"database: {redact_url(url)}")
