@@ -8,11 +8,10 @@ trainer on CPU with a tiny model built from a config, W&B offline.
 W&B online with WANDB_API_KEY. Nothing ever falls back from one to the other.
 """
 
-import os
 import sys
 from typing import Literal, get_args
 
-from babylon_assets.errors import ConfigurationError
+from babylon_assets.settings import SettingsReader
 
 Profile = Literal["local", "local-llm", "production"]
 PROFILE_ENV = "BABYLON_PROFILE"
@@ -22,9 +21,8 @@ _announced: set[Profile] = set()
 
 def active_profile() -> Profile:
     """BABYLON_PROFILE, `local` when unset (announced once on stderr); anything else is an error."""
-    raw = os.environ.get(PROFILE_ENV, "").strip()
-    choices: tuple[Profile, ...] = get_args(Profile)
-    if not raw:
+    settings = SettingsReader()
+    if settings.value(PROFILE_ENV) is None:
         if "local" not in _announced:
             _announced.add("local")
             print(
@@ -33,7 +31,7 @@ def active_profile() -> Profile:
                 file=sys.stderr,
             )
         return "local"
-    for choice in choices:
-        if raw == choice:
-            return choice
-    raise ConfigurationError(f"{PROFILE_ENV}={raw!r} is not one of {', '.join(choices)}; set it to one of them")
+    choices: tuple[Profile, ...] = get_args(Profile)
+    profile = settings.choice(PROFILE_ENV, choices, None)
+    settings.check()
+    return profile

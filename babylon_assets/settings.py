@@ -61,6 +61,14 @@ class SettingsReader:
         self.problems.append(f"{name}={raw!r} is not one of {options}; set it to one of them")
         return allowed[0]
 
+    def threads(self, name: str) -> int | None:
+        """A positive thread count; None when unset, or a problem (and None) when it is not one."""
+        raw = self.value(name)
+        if raw is None or (raw.isdigit() and int(raw) > 0):
+            return None if raw is None else int(raw)
+        self.problems.append(f"{name}={raw!r} is not a positive number of threads; set e.g. 1")
+        return None
+
     def check(self) -> None:
         if self.problems:
             raise ConfigurationProblems(self.problems)

@@ -66,11 +66,13 @@ def main() -> None:
         recent = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=RECENT_WINDOWS + 2)
         simulate(url, agents=5, windows=RECENT_WINDOWS, seed=1, start=recent)
 
+        now = datetime.now(UTC)
+
         async def discover(conn: object) -> object:
-            return await discover_windows(conn, lookback_hours=168, min_agents=5, min_actions=5)  # type: ignore[arg-type]
+            return await discover_windows(conn, lookback_hours=168, min_agents=5, min_actions=5, now=now)  # type: ignore[arg-type]
 
         async def verify(conn: object) -> object:
-            report = await build_report(conn, lookback_hours=168, min_agents=5, min_actions=5, min_windows=3)  # type: ignore[arg-type]
+            report = await build_report(conn, lookback_hours=168, min_agents=5, min_actions=5, min_windows=3, now=now)  # type: ignore[arg-type]
             if len(report.ready_windows) != RECENT_WINDOWS:
                 raise SystemExit(f"verify found {len(report.ready_windows)} ready windows, not {RECENT_WINDOWS}")
             return report

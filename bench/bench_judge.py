@@ -25,11 +25,11 @@ from babylon_assets.judging.judge import Judge
 from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.ruler_judge import RulerJudge
 from babylon_assets.judging.ruler_settings import RulerSettings
-from babylon_assets.judging.scoring import ScoringReport, score_windows
 from babylon_assets.simulation.writer import simulate
 from babylon_assets.trajectories.reader import parse_recorded
 from bench.scratch import scratch_database, store_url
 from tests.support.judge_server import JudgeRequest, JudgeServer, Reply, by_content
+from tests.support.scoring import ScoringReport, score_windows
 from tests.support.trajectory_rows import ingest_and_validate
 
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)

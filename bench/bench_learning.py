@@ -46,7 +46,6 @@ from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_ser
 from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.quality import measure_judge_quality
 from babylon_assets.judging.ruler_judge import RulerJudge
-from babylon_assets.judging.scoring import score_windows
 from babylon_assets.simulation.writer import simulate
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.hf_policy import resolve_base_model
@@ -55,8 +54,9 @@ from babylon_assets.training.types import SMOLLM2_BASE_MODEL, TrainingResult
 from babylon_assets.trajectories.ingest import ingest_window
 from babylon_assets.trajectories.validation import validate_window
 from bench.scratch import scratch_database, store_url
-from resources.trainer import TrainerResource
+from resources.trainer import TorchConfig, TrainerResource
 from resources.wandb import WandbResource
+from tests.support.scoring import score_windows
 
 AGENTS = 5
 JudgeChoice = Literal["outcome", "local-llm"]
@@ -142,10 +142,9 @@ def main() -> None:
         return TrainerResource(
             model_name=name,
             base_model=SMOLLM2_BASE_MODEL,
-            lora=True,
-            threads=args.threads,
-            max_seq_len=args.max_seq_len,
-            tokens_per_batch=args.tokens_per_batch,
+            torch=TorchConfig(
+                lora=True, threads=args.threads, max_seq_len=args.max_seq_len, tokens_per_batch=args.tokens_per_batch
+            ),
             checkpoint_root=str(home / "checkpoints"),
         )
 
@@ -180,12 +179,12 @@ def main() -> None:
         print(f"simulated and judged {len(window_ids)} windows", file=sys.stderr, flush=True)
 
         started = time.perf_counter()
-        trained = train_policy(url, trainer("bench-trained").build(), wandb, config)
+        trained = train_policy(url, trainer("bench-trained").build(), wandb, config, datetime.now(UTC))
         phases["train"] = time.perf_counter() - started
         print(f"trained {trained.steps_done} step(s) in {phases['train']:.0f} s", file=sys.stderr, flush=True)
         started = time.perf_counter()
         _shuffle_scores(url, args.seed)
-        control = train_policy(url, trainer("bench-shuffled").build(), wandb, config)
+        control = train_policy(url, trainer("bench-shuffled").build(), wandb, config, datetime.now(UTC))
         phases["train control"] = time.perf_counter() - started
         print(f"trained the control in {phases['train control']:.0f} s", file=sys.stderr, flush=True)
 

@@ -24,7 +24,7 @@ from babylon_assets.judging.local_llm import (
     local_ruler_settings,
 )
 from babylon_assets.judging.outcome_judge import OutcomeJudge
-from babylon_assets.judging.ruler_settings import RulerSettings
+from babylon_assets.judging.ruler_settings import RulerLimits, RulerSettings
 from babylon_assets.judging.scoring import WINDOW_DEADLINE_SECONDS
 from babylon_assets.profile import Profile
 from babylon_assets.settings import SettingsReader
@@ -37,46 +37,28 @@ JUDGE_API_KEY_ENV = "BABYLON_JUDGE_API_KEY"
 JUDGE_THREADS_ENV = "BABYLON_JUDGE_THREADS"
 PROFILE_JUDGES: dict[Profile, JudgeKind] = {"local": "outcome", "local-llm": "local-llm", "production": "ruler"}
 LOCAL_WINDOW_DEADLINE_SECONDS = 1800.0
-# The RULER judge's defaults live in RulerSettings; the resource shows the same ones.
+# The RULER judge's model default lives in RulerSettings; the resource shows the same one.
 _DEFAULTS = RulerSettings()
 
 
+class RulerConfig(dg.Config, RulerLimits):
+    """How the RULER judge calls its model (RulerLimits) as the judge resource's config."""
+
+
 class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
-    """Judge settings; `api_key` comes from BABYLON_JUDGE_API_KEY via dg.EnvVar and is never logged."""
+    """Judge settings: how the judge reaches its model and calls it; `api_key` comes from
+    BABYLON_JUDGE_API_KEY via dg.EnvVar and is never logged."""
 
     kind: JudgeKind
+    ruler: RulerConfig = Field(default_factory=RulerConfig, description="group size (all judges), RULER's limits")
     model: str = _DEFAULTS.judge_model
     api_base: str | None = None
     api_key: str | None = None
-    permutations: int = Field(
-        default=_DEFAULTS.permutations, ge=1, description="Orders each group is judged in; scores are averaged."
-    )
-    group_size: int = Field(
-        default=_DEFAULTS.group_size, ge=1, description="Larger windows are split into balanced groups."
-    )
-    max_concurrency: int = Field(default=_DEFAULTS.max_concurrency, ge=1, description="Judge requests in flight.")
-    max_retries: int = Field(
-        default=_DEFAULTS.max_retries, ge=0, description="Retries on 429, 5xx, timeouts and unusable answers."
-    )
-    timeout_seconds: float = Field(default=_DEFAULTS.timeout_seconds, gt=0, description="One request's limit.")
     window_deadline_seconds: float = Field(
         default=WINDOW_DEADLINE_SECONDS,
         gt=0,
         description="Judging one window, all its requests and retries, fails after this long.",
     )
-    retry_backoff_seconds: float = Field(
-        default=_DEFAULTS.retry_backoff_seconds, ge=0, description="First retry's wait; doubles each retry."
-    )
-
-    max_trajectory_tokens: int = Field(
-        default=_DEFAULTS.max_trajectory_tokens,
-        ge=100,
-        description="A trajectory's share of a judge call; longer step texts are shortened in the judge's view only.",
-    )
-    max_group_tokens: int = Field(
-        default=_DEFAULTS.max_group_tokens, ge=100, description="What one judge call's trajectories may take."
-    )
-
     threads: int = Field(default=1, ge=1, description="local-llm: llama.cpp threads of the server it starts.")
 
     _server: LocalJudgeServer | None = PrivateAttr(default=None)
@@ -96,7 +78,7 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
 
     def build_judge(self) -> Judge:
         if self.kind == "outcome":
-            return OutcomeJudge(group_size=self.group_size)
+            return OutcomeJudge(group_size=self.ruler.group_size)
         if self.kind == "local-llm":
             return self._local_judge()
         if not self.api_key:
@@ -109,14 +91,7 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
                 judge_model=self.model,
                 api_base=self.api_base,
                 api_key=SecretStr(self.api_key),
-                permutations=self.permutations,
-                group_size=self.group_size,
-                max_concurrency=self.max_concurrency,
-                max_retries=self.max_retries,
-                timeout_seconds=self.timeout_seconds,
-                retry_backoff_seconds=self.retry_backoff_seconds,
-                max_trajectory_tokens=self.max_trajectory_tokens,
-                max_group_tokens=self.max_group_tokens,
+                **self.ruler.model_dump(),
             )
         )
 
@@ -141,9 +116,9 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
         return RulerJudge(
             settings.model_copy(
                 update={
-                    "permutations": self.permutations,
-                    "max_retries": self.max_retries,
-                    "retry_backoff_seconds": self.retry_backoff_seconds,
+                    "permutations": self.ruler.permutations,
+                    "max_retries": self.ruler.max_retries,
+                    "retry_backoff_seconds": self.ruler.retry_backoff_seconds,
                 }
             )
         )
@@ -160,9 +135,7 @@ def judge_resource_for(profile: Profile) -> JudgeResource:
     """
     settings = SettingsReader()
     kind = settings.choice(JUDGE_ENV, get_args(JudgeKind), PROFILE_JUDGES[profile])
-    threads = settings.value(JUDGE_THREADS_ENV)
-    if threads is not None and not (threads.isdigit() and int(threads) > 0):
-        settings.problems.append(f"{JUDGE_THREADS_ENV}={threads!r} is not a positive number of threads; set e.g. 1")
+    threads = settings.threads(JUDGE_THREADS_ENV)
     settings.check()
     if kind == "outcome":
         return JudgeResource(kind="outcome")
@@ -178,7 +151,7 @@ def judge_resource_for(profile: Profile) -> JudgeResource:
             model=LOCAL_JUDGE_MODEL,
             api_base=dg.EnvVar(JUDGE_API_BASE_ENV) if served else None,
             api_key=dg.EnvVar(JUDGE_API_KEY_ENV) if served else None,
-            threads=int(threads) if threads else 1,
+            threads=threads or 1,
             # One call of a 5-agent window takes 1-5 minutes on 2 busy cores, and the orders queue.
             window_deadline_seconds=LOCAL_WINDOW_DEADLINE_SECONDS,
         )

@@ -29,31 +29,24 @@ SERVERLESS_NEEDS_KEY = (
     f"backend 'art-serverless' trains on W&B Training and needs a W&B API key: set {WANDB_API_KEY_ENV} "
     "(https://wandb.ai/authorize) or use backend 'torch'"
 )
-# The torch trainer's defaults live in TorchSettings; the resource shows the same ones.
-_TORCH = TorchSettings()
+
+
+class TorchConfig(dg.Config, TorchSettings):
+    """The torch trainer's settings (TorchSettings) as the trainer resource's config."""
 
 
 class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
-    """The persistent policy (model_name, base_model, project) and the backend that trains it."""
+    """The persistent policy (model_name, base_model, project), the backend that trains it, and the torch
+    trainer's settings."""
 
     backend: BackendName = Field(default="torch")
+    torch: TorchConfig = Field(default_factory=TorchConfig, description="torch backend only")
     model_name: str = Field(default=DEFAULT_MODEL_NAME, description="the one persistent model's name")
     base_model: str = Field(
         default="tiny",
         description="local model folder (torch), Hugging Face id (ART), or 'tiny' / 'smollm2-135m' (torch only)",
     )
     project: str = Field(default="babylon", description="project the model belongs to (ART/W&B)")
-    device: Device = Field(default=_TORCH.device, description="torch backend only")
-    lora: bool = Field(
-        default=_TORCH.lora, description="torch backend: train LoRA adapters (peft) instead of all weights"
-    )
-    lora_rank: int = _TORCH.lora_rank
-    lora_alpha: int = _TORCH.lora_alpha
-    max_seq_len: int = Field(default=_TORCH.max_seq_len, description="longer trajectories keep their first tokens")
-    max_grad_norm: float = _TORCH.max_grad_norm
-    weight_decay: float = _TORCH.weight_decay
-    tokens_per_batch: int = Field(default=_TORCH.tokens_per_batch, description="tokens per optimizer step (torch)")
-    threads: int | None = Field(default=_TORCH.threads, description="torch intra-op threads; unset: torch's default")
     checkpoint_root: str | None = Field(
         default=None, description="torch checkpoints go to <root>/<model>/step-N; babylon_home()/checkpoints if unset"
     )
@@ -69,7 +62,7 @@ class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
         if self.backend == "torch":
             from babylon_assets.training.torch_backend import require_device
 
-            require_device(self.device)
+            require_device(self.torch.device)
             return
         # The ART backends check everything in their constructors and load nothing before resume().
         self.build().close()
@@ -79,9 +72,8 @@ class TrainerResource(dg.ConfigurableResource["TrainerResource"]):
         if self.backend == "torch":
             from babylon_assets.training.torch_backend import TorchTrainer
 
-            settings = TorchSettings.model_validate({name: getattr(self, name) for name in TorchSettings.model_fields})
             root = Path(self.checkpoint_root) if self.checkpoint_root else babylon_home() / "checkpoints"
-            return TorchTrainer(self.policy(), settings, checkpoint_root=root, models_root=babylon_home() / "models")
+            return TorchTrainer(self.policy(), self.torch, checkpoint_root=root, models_root=babylon_home() / "models")
         from babylon_assets.training.art_backends import ArtLocalTrainer, ArtServerlessTrainer
 
         if self.backend == "art-local":
@@ -109,18 +101,18 @@ def trainer_resource_for(profile: Profile) -> TrainerResource:
     serverless = backend == "art-serverless"
     if serverless and settings.value(WANDB_API_KEY_ENV) is None:
         settings.problems.append(SERVERLESS_NEEDS_KEY)
-    threads = settings.value(THREADS_ENV)
-    if threads is not None and not (threads.isdigit() and int(threads) > 0):
-        settings.problems.append(f"{THREADS_ENV}={threads!r} is not a positive number of threads; set e.g. 1")
+    threads = settings.threads(THREADS_ENV)
     settings.check()
     return TrainerResource(
         backend=backend,
         model_name=settings.value(MODEL_NAME_ENV) or DEFAULT_MODEL_NAME,
         base_model=base_model or "",
-        device=device,
-        lora=base_model == SMOLLM2_BASE_MODEL,
-        # A batch's logits over SmolLM2's 49,152-token vocabulary dominate memory: 8192 tokens took 21 GB.
-        tokens_per_batch=1024 if base_model == SMOLLM2_BASE_MODEL else _TORCH.tokens_per_batch,
-        threads=int(threads) if threads else None,
+        torch=TorchConfig(
+            device=device,
+            lora=base_model == SMOLLM2_BASE_MODEL,
+            # A batch's logits over SmolLM2's 49,152-token vocabulary dominate memory: 8192 tokens took 21 GB.
+            tokens_per_batch=1024 if base_model == SMOLLM2_BASE_MODEL else TorchSettings().tokens_per_batch,
+            threads=threads,
+        ),
         wandb_api_key=dg.EnvVar(WANDB_API_KEY_ENV) if serverless else None,
     )

@@ -10,20 +10,19 @@ content never runs twice (Dagster drops a run key it has seen) and changed conte
 again, replacing the window's scores. A tick's work follows the rows written since the last one.
 """
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from babylon_assets.db.connection import AsyncConn, connect_async
+from babylon_assets.db.connection import AsyncConn, run_with_connection
 from babylon_assets.jobs import window_chain_job
 from babylon_assets.partitions import WINDOW_PARTITIONS, window_partitions
-from babylon_assets.trajectories.config import WindowDiscovery
 from babylon_assets.trajectories.discovery import HOUR, eligible_windows_between
 from babylon_assets.trajectories.game import rows_written_since
 from babylon_assets.trajectories.ingest import window_content
 from babylon_assets.trajectories.models import lookback_start, parse_window_key
+from babylon_assets.trajectories.rules import WindowDiscovery
 from resources.database import DatabaseResource
 
 CONTENT_TAG = "babylon/content_hash"
@@ -150,11 +149,6 @@ async def find_fresh_windows(
     return FreshWindows(windows=runs, cursor=next_cursor, skip_reason="; ".join(parts))
 
 
-async def _find_fresh_windows(url: str, cursor: DiscoveryCursor | None, config: WindowDiscovery) -> FreshWindows:
-    async with await connect_async(url) as conn:
-        return await find_fresh_windows(conn, cursor=cursor, now=current_time(), config=config)
-
-
 @dg.sensor(
     job=window_chain_job,
     minimum_interval_seconds=60,
@@ -165,7 +159,10 @@ async def _find_fresh_windows(url: str, cursor: DiscoveryCursor | None, config: 
 )
 def fresh_windows_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
     config = WindowDiscovery()
-    fresh = asyncio.run(_find_fresh_windows(database.game_url(), DiscoveryCursor.parse(context.cursor), config))
+    cursor_before, now = DiscoveryCursor.parse(context.cursor), current_time()
+    fresh = run_with_connection(
+        database.game_url(), lambda conn: find_fresh_windows(conn, cursor=cursor_before, now=now, config=config)
+    )
     cursor = fresh.cursor.model_dump_json()
     if not fresh.windows:
         return dg.SensorResult(skip_reason=fresh.skip_reason, cursor=cursor)

@@ -17,7 +17,7 @@ from babylon_assets.judging.judge import JudgeFailedError
 from babylon_assets.judging.rubric import RUBRIC_VERSION
 from babylon_assets.judging.ruler_judge import RulerJudge
 from babylon_assets.judging.ruler_settings import RulerSettings
-from babylon_assets.judging.scoring import WindowsFailedError, score_completeness, score_window, score_windows
+from babylon_assets.judging.scoring import score_completeness, score_window
 from babylon_assets.simulation.writer import simulate
 from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import Trajectory, window_key
@@ -31,6 +31,7 @@ from tests.support.judge_server import (
     content_score,
     scores_reply,
 )
+from tests.support.scoring import WindowsFailedError, score_windows
 from tests.support.trajectory_rows import ingest_and_validate
 
 START = datetime(2026, 11, 20, 10, tzinfo=UTC)

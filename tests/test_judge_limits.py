@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 import pytest
 
 from babylon_assets.db.connection import DEFAULT_SCHEMA, AsyncConn, store_conninfo
-from babylon_assets.judging.scoring import WindowsFailedError, score_windows
 from babylon_assets.trajectories.messages import trajectory_messages
 from babylon_assets.trajectories.models import window_key
 from babylon_assets.trajectories.reader import load_accepted
 from tests.support.judge_server import JudgeRequest, JudgeServer, Reply, by_content
+from tests.support.scoring import WindowsFailedError, score_windows
 from tests.support.trajectory_rows import fixture_steps, ingest_and_validate, insert_rows, row, window_agents
 from tests.test_judge import START, conn, ruler_judge, seeded_windows, server
 

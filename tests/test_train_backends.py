@@ -16,7 +16,7 @@ from babylon_assets.training.art_backends import ArtServerlessTrainer, ArtTraine
 from babylon_assets.training.torch_backend import TorchTrainer
 from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup, ScoredTrajectory
 from babylon_assets.trajectories.messages import ChatMessage
-from resources.trainer import TrainerResource, trainer_resource_for
+from resources.trainer import TorchConfig, TrainerResource, trainer_resource_for
 
 HF_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 SECRET = "wandb-test-key-not-real-0123456789"
@@ -82,7 +82,7 @@ def test_art_serverless_is_built_from_configuration_when_its_key_is_set(monkeypa
 
 def test_torch_is_the_local_profile_default_and_production_needs_its_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     local = trainer_resource_for("local")
-    assert (local.backend, local.base_model, local.device) == ("torch", "tiny", "cpu")
+    assert (local.backend, local.base_model, local.torch.device) == ("torch", "tiny", "cpu")
     assert isinstance(local.build(), TorchTrainer)
     with pytest.raises(ConfigurationError, match="BABYLON_TRAINER_BACKEND"):
         trainer_resource_for("production")
@@ -98,9 +98,9 @@ def test_smollm2_trains_lora_adapters_with_the_configured_threads(monkeypatch: p
     monkeypatch.setenv("BABYLON_BASE_MODEL", "smollm2-135m")
     monkeypatch.setenv("BABYLON_TORCH_THREADS", "1")
     resource = trainer_resource_for("local")
-    assert (resource.base_model, resource.lora, resource.threads) == ("smollm2-135m", True, 1)
-    assert resource.tokens_per_batch == 1024
-    assert trainer_resource_for("local").lora and not TrainerResource().lora
+    assert (resource.base_model, resource.torch.lora, resource.torch.threads) == ("smollm2-135m", True, 1)
+    assert resource.torch.tokens_per_batch == 1024
+    assert trainer_resource_for("local").torch.lora and not TrainerResource().torch.lora
     monkeypatch.setenv("BABYLON_TORCH_THREADS", "two")
     with pytest.raises(ConfigurationError, match="BABYLON_TORCH_THREADS='two'"):
         trainer_resource_for("local")
@@ -108,7 +108,7 @@ def test_smollm2_trains_lora_adapters_with_the_configured_threads(monkeypatch: p
 
 def test_torch_on_cuda_without_a_gpu_fails_instead_of_using_the_cpu() -> None:
     with pytest.raises(ConfigurationError, match="no CUDA GPU"):
-        TrainerResource(device="cuda").build()
+        TrainerResource(torch=TorchConfig(device="cuda")).build()
 
 
 def test_torch_refuses_a_base_model_that_is_not_a_local_folder() -> None:

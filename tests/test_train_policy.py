@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from babylon_assets.db.connection import connect
+from babylon_assets.db.connection import connect, run_with_connection
 from babylon_assets.errors import ConfigurationError
 from babylon_assets.evaluation.promotion import PromotionDecision, promote
 from babylon_assets.metadata import MISSING
@@ -28,7 +28,7 @@ from babylon_assets.training.train import NoTrainableWindowsError, train_policy
 from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup, ScoredTrajectory, StepOutcome
 from babylon_assets.trajectories.models import lookback_start
 from resources.database import DatabaseResource
-from resources.trainer import TrainerResource
+from resources.trainer import TorchConfig, TrainerResource
 from resources.wandb import WandbResource
 from tests.support.trajectory_rows import ingest_and_validate
 
@@ -77,7 +77,7 @@ def trainer_resource(tmp_path: Path, wandb_api_key: str | None = None) -> Traine
     # 1400 byte-level tokens hold the system prompt, the first prompt and the first answer.
     return TrainerResource(
         model_name="policy",
-        max_seq_len=1400,
+        torch=TorchConfig(max_seq_len=1400),
         checkpoint_root=str(tmp_path / "checkpoints"),
         wandb_api_key=wandb_api_key,
     )
@@ -96,7 +96,9 @@ def registered_steps(url: str) -> list[int]:
 
 
 def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str, tmp_path: Path) -> None:
-    first = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
+    first = train_policy(
+        scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG, datetime.now(UTC)
+    )
     assert (first.first_step, first.last_step, first.steps_done) == (1, 2, 2)
     assert len(first.held_out_windows) == 1 and first.held_out_windows[0] not in first.windows_used
     assert first.eval_margin_before is not None and first.eval_margin_after is not None
@@ -105,7 +107,9 @@ def test_training_resumes_the_step_counter_and_registers_lineage(scored_url: str
     assert first.best_checkpoint is None
     assert all(metric_names.LOSS in record.metrics and metric_names.REWARD in record.metrics for record in first.steps)
 
-    second = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
+    second = train_policy(
+        scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG, datetime.now(UTC)
+    )
     assert (second.first_step, second.last_step) == (3, 4)
     # The second run starts from where the first ended.
     assert second.eval_margin_before == pytest.approx(first.eval_margin_after, abs=1e-5)
@@ -157,6 +161,7 @@ def test_babylon_lineage_prints_the_latest_checkpoint(
         trainer_resource(tmp_path).build(),
         wandb_resource(tmp_path),
         CONFIG.model_copy(update={"iterations": 1}),
+        datetime.now(UTC),
     )
     assert main(["lineage", "--model", "policy"]) == 0
     printed = capsys.readouterr().out
@@ -169,7 +174,7 @@ def test_a_crash_between_saving_and_registering_leaves_nothing_registered(
     scored_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     one_step = CONFIG.model_copy(update={"iterations": 1})
-    train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), one_step)
+    train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), one_step, datetime.now(UTC))
 
     def crash(*args: object, **kwargs: object) -> int:
         raise KeyboardInterrupt("killed after the checkpoint was written")
@@ -177,7 +182,9 @@ def test_a_crash_between_saving_and_registering_leaves_nothing_registered(
     with monkeypatch.context() as patch:
         patch.setattr(registry, "register_checkpoint", crash)
         with pytest.raises(KeyboardInterrupt):
-            train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), one_step)
+            train_policy(
+                scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), one_step, datetime.now(UTC)
+            )
     orphan = tmp_path / "checkpoints" / "policy" / "step-2"
     assert orphan.is_dir()  # written completely, never registered
     assert registered_steps(scored_url) == [1]
@@ -187,7 +194,9 @@ def test_a_crash_between_saving_and_registering_leaves_nothing_registered(
 
     # A writer killed mid-write leaves its temporary folder behind.
     (orphan.parent / ".step-2.tmp-killed").mkdir()
-    resumed = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), one_step)
+    resumed = train_policy(
+        scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), one_step, datetime.now(UTC)
+    )
     assert (resumed.first_step, resumed.last_step) == (2, 2)
     assert registered_steps(scored_url) == [1, 2]
     assert resumed.checkpoint_path == str(orphan)
@@ -243,7 +252,9 @@ def test_a_second_trainer_of_the_same_model_is_refused(scored_url: str, tmp_path
     with psycopg.connect(scored_url, autocommit=True) as holder:
         registry.try_lock_model(holder, "policy")
         with pytest.raises(registry.TrainingInProgressError, match="being trained by another run"):
-            train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
+            train_policy(
+                scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG, datetime.now(UTC)
+            )
     assert registered_steps(scored_url) == []
 
 
@@ -252,7 +263,7 @@ def test_no_scored_windows_is_an_error_that_names_the_command(
 ) -> None:
     monkeypatch.setenv("BABYLON_HOME", str(tmp_path / "home"))
     with pytest.raises(NoTrainableWindowsError, match="babylon simulate"):
-        train_policy(store_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG)
+        train_policy(store_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), CONFIG, datetime.now(UTC))
 
 
 def test_dropout_rate_sizes_toward_the_target() -> None:
@@ -266,7 +277,9 @@ def test_dropout_applies_per_step_in_training(scored_url: str, tmp_path: Path) -
     config = CONFIG.model_copy(
         update={"iterations": 1, "windows_per_iteration": 2, "target_trajectories": 8, "max_dropout": 0.3}
     )
-    result = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), config)
+    result = train_policy(
+        scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), config, datetime.now(UTC)
+    )
     # 2 windows of 5: rate min(0.3, 1 - 8/10) = 0.2, so 2 of 10 trajectories are dropped.
     assert result.steps[0].dropout_rate == pytest.approx(0.2)
     assert result.steps[0].trajectories == 8
@@ -282,7 +295,9 @@ def test_dropout_is_sized_again_for_each_step(scored_url: str, tmp_path: Path) -
     config = CONFIG.model_copy(
         update={"min_agents": 3, "iterations": 3, "windows_per_iteration": 1, "target_trajectories": 4}
     )
-    result = train_policy(scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), config)
+    result = train_policy(
+        scored_url, trainer_resource(tmp_path).build(), wandb_resource(tmp_path), config, datetime.now(UTC)
+    )
     # One unused window per step: a window of 5 is thinned to 4 (rate 0.2), a window of 3 is kept whole.
     sized = {(round(record.dropout_rate, 6), record.trajectories) for record in result.steps}
     assert sized == {(0.2, 4), (0.0, 3)}
@@ -340,10 +355,11 @@ def test_trained_checkpoint_asset_materializes_with_metadata_and_never_shows_the
 def test_training_sees_exactly_the_lookback_windows_that_discovery_sees(scored_url: str) -> None:
     # The fixture's windows start WINDOWS + 2 hours before the current hour; a lookback of that many
     # whole hours holds the oldest one, one hour less does not, whatever the minute is now.
-    oldest = lookback_start(datetime.now(UTC), WINDOWS + 2)
+    now = datetime.now(UTC)
+    oldest = lookback_start(now, WINDOWS + 2)
     with connect(scored_url) as conn:
-        holding = eligible_windows(conn, TrainingConfig(lookback_hours=WINDOWS + 2))
-        short = eligible_windows(conn, TrainingConfig(lookback_hours=WINDOWS + 1))
+        holding = eligible_windows(conn, TrainingConfig(lookback_hours=WINDOWS + 2), now)
+        short = eligible_windows(conn, TrainingConfig(lookback_hours=WINDOWS + 1), now)
     assert holding[0].window_id == oldest
     assert oldest not in [window.window_id for window in short]
     assert len(holding) == len(short) + 1 == WINDOWS
@@ -366,7 +382,7 @@ def test_game_knowledge_never_reaches_what_the_trainer_sees(database_url: str, s
         assert conn.execute(
             "SELECT count(*) FROM snapshot_rows WHERE recorded::text LIKE %s", (f"%{marker}%",)
         ).fetchone() == (AGENTS,)
-        loaded = load_scored_trajectories(store_url, conn, [start], min_actions=5)
+    loaded = run_with_connection(store_url, lambda conn: load_scored_trajectories(conn, [start], min_actions=5))
     seen = json.dumps([m.model_dump() for t in loaded[start] for m in t.messages])
     assert len(loaded[start]) == AGENTS and marker not in seen and "gameKnowledge" not in seen
 
@@ -383,6 +399,7 @@ def test_publishing_names_the_promoted_checkpoint_in_the_game_and_marks_its_traj
         trainer_resource(tmp_path).build(),
         wandb_resource(tmp_path),
         CONFIG.model_copy(update={"iterations": 1}),
+        datetime.now(UTC),
     )
     with connect(game_url) as conn:
         # Training alone writes nothing to the game: only a promotion publishes.

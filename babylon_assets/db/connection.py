@@ -8,11 +8,14 @@ The embedded server is a deliberate local profile, announced on stderr, never a 
 unreachable `DATABASE_URL`.
 """
 
+import asyncio
 import os
 import re
 import sys
 import warnings
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -30,6 +33,7 @@ STORE_URL_ENV = "BABYLON_STORE_URL"
 SCHEMA_ENV = "BABYLON_SCHEMA"
 DEFAULT_SCHEMA = "babylon"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_Result = TypeVar("_Result")
 
 
 class DatabaseUnavailableError(BabylonError):
@@ -159,6 +163,19 @@ async def connect_async(url: str, *, autocommit: bool = False) -> AsyncConn:
         return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as error:
         raise DatabaseUnavailableError(unreachable_message(url, error)) from error
+
+
+def run_with_connection(
+    url: str, work: Callable[[AsyncConn], Awaitable[_Result]], *, autocommit: bool = False
+) -> _Result:
+    """Run the async `work` with one connection to `url`, closed afterwards: the one bridge from the sync
+    callers (assets, sensors, commands, the trainer) to the async reader."""
+
+    async def with_connection() -> _Result:
+        async with await connect_async(url, autocommit=autocommit) as conn:
+            return await work(conn)
+
+    return asyncio.run(with_connection())
 
 
 def unreachable_message(url: str, error: Exception) -> str:

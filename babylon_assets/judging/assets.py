@@ -5,17 +5,15 @@ the blocking check `scored_groups_complete` stops training on a window with a tr
 the warning check `judge_agreement` flags a judge that disagrees with itself across orders.
 """
 
-import asyncio
 import warnings
-from datetime import datetime
 
 import dagster as dg
 from pydantic import Field
 
-from babylon_assets.db.connection import connect_async
+from babylon_assets.db.connection import AsyncConn, connect_async, run_with_connection
 from babylon_assets.errors import BabylonError
 from babylon_assets.judging.quality import JudgeQuality, measure_judge_quality
-from babylon_assets.judging.scoring import ScoreCompleteness, WindowScoring, score_completeness, score_window
+from babylon_assets.judging.scoring import WindowScoring, score_completeness, score_window
 from babylon_assets.metadata import markdown_table, score_distribution
 from babylon_assets.partitions import window_partitions
 from babylon_assets.trajectories.models import parse_window_key
@@ -124,23 +122,18 @@ class JudgeAgreementConfig(dg.Config):
     )
 
 
-async def _stored_quality(url: str, window_id: datetime) -> tuple[float | None, float | None] | None:
-    async with await connect_async(url) as conn:
-        cursor = await conn.execute(
-            "SELECT score_pnl_tau, permutation_tau FROM judge_window_quality WHERE window_id = %s", (window_id,)
-        )
-        row = await cursor.fetchone()
+async def _stored_quality(conn: AsyncConn, partition_key: str) -> tuple[float | None, float | None] | None:
+    cursor = await conn.execute(
+        "SELECT score_pnl_tau, permutation_tau FROM judge_window_quality WHERE window_id = %s",
+        (parse_window_key(partition_key),),
+    )
+    row = await cursor.fetchone()
     return None if row is None else (row[0], row[1])
 
 
 def with_judge_kinds(asset: dg.AssetsDefinition, kind: JudgeKind) -> dg.AssetsDefinition:
     """scored_groups with the kind badges of the judge that runs it (outcome: no LLM)."""
     return asset.map_asset_specs(lambda spec: spec.replace_attributes(kinds=JUDGE_KINDS[kind]))
-
-
-async def _completeness(url: str, window_id: datetime) -> ScoreCompleteness:
-    async with await connect_async(url, autocommit=True) as conn:
-        return await score_completeness(conn, window_id)
 
 
 with warnings.catch_warnings():
@@ -157,7 +150,10 @@ with warnings.catch_warnings():
     )
     def scored_groups_check(context: dg.AssetCheckExecutionContext, database: DatabaseResource) -> dg.AssetCheckResult:
         # Sync: dg.asset_check is typed for plain functions in Dagster 1.13.
-        verdict = asyncio.run(_completeness(database.store_url(), parse_window_key(context.partition_key)))
+        window_id = parse_window_key(context.partition_key)
+        verdict = run_with_connection(
+            database.store_url(), lambda conn: score_completeness(conn, window_id), autocommit=True
+        )
         return dg.AssetCheckResult(
             passed=verdict.passed,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -185,7 +181,7 @@ with warnings.catch_warnings():
     def judge_agreement_check(
         context: dg.AssetCheckExecutionContext, config: JudgeAgreementConfig, database: DatabaseResource
     ) -> dg.AssetCheckResult:
-        stored = asyncio.run(_stored_quality(database.store_url(), parse_window_key(context.partition_key)))
+        stored = run_with_connection(database.store_url(), lambda conn: _stored_quality(conn, context.partition_key))
         if stored is None:
             raise BabylonError(f"window {context.partition_key} has no judge quality; materialize scored_groups")
         score_pnl, agreement = stored

@@ -1,9 +1,8 @@
 """Scoring windows: split each into groups, judge the groups, store the scores.
 
-`score_window` is what the `scored_groups` asset runs per partition; `score_windows` scores many
-windows in one event loop, each independently, and reports every failed window by name.
-Re-scoring a window replaces its previous results in one transaction; a failed attempt leaves them
-in place and records its reason in `judge_failures`.
+`score_window` is what the `scored_groups` asset runs per partition. Re-scoring a window replaces its
+previous results in one transaction; a failed attempt leaves them in place and records its reason in
+`judge_failures`.
 """
 
 import asyncio
@@ -37,9 +36,6 @@ from babylon_assets.trajectories.reader import AcceptedRow, load_validated, vali
 # How long judging one window may take, all its groups, orders and retries together (a judge that
 # never answers would otherwise hold the window for attempts x timeout per order).
 WINDOW_DEADLINE_SECONDS = 600.0
-# Windows of one `score_windows` call judged at the same time, at least: as many as the judge takes
-# requests at once, so that its limit, not the windows' loading and storing, is what bounds the calls.
-MIN_WINDOWS = 2
 
 
 class TrajectoryScore(BaseModel):
@@ -70,32 +66,6 @@ class WindowScoring(BaseModel):
     scores: list[TrajectoryScore]
 
 
-class WindowFailure(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    window_id: datetime
-    reason: str
-
-
-class ScoringReport(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    scored: list[WindowScoring]
-    failed: list[WindowFailure]
-
-
-class WindowsFailedError(BabylonError):
-    """Some windows could not be scored; the others were scored and stored. Lists every failure."""
-
-    def __init__(self, report: ScoringReport) -> None:
-        self.report = report
-        lines = [f"{window_key(failure.window_id)}: {failure.reason}" for failure in report.failed]
-        super().__init__(
-            f"{len(report.failed)} of {len(report.failed) + len(report.scored)} window(s) could not be scored "
-            f"(the other {len(report.scored)} were scored and stored): " + " | ".join(lines)
-        )
-
-
 class NothingToScoreError(BabylonError):
     """A window with no accepted trajectory has nothing to score."""
 
@@ -109,52 +79,19 @@ def _require_autocommit(conn: AsyncConn) -> None:
 
 
 async def score_window(
-    conn: AsyncConn, judge: Judge, window_id: datetime, *, deadline_seconds: float = WINDOW_DEADLINE_SECONDS
-) -> WindowScoring:
-    """Score the window's accepted trajectories and store the scores; raises BabylonError on failure."""
-    _require_autocommit(conn)
-    return await _score_window(conn, asyncio.Lock(), judge, window_id, deadline_seconds)
-
-
-async def score_windows(
     conn: AsyncConn,
     judge: Judge,
-    window_ids: Sequence[datetime],
+    window_id: datetime,
     *,
     deadline_seconds: float = WINDOW_DEADLINE_SECONDS,
-    max_windows: int | None = None,
-) -> ScoringReport:
-    """Score every window independently, `max_windows` at a time (by default the judge's concurrency, at
-    least MIN_WINDOWS); if any failed, raise WindowsFailedError.
+    conn_lock: asyncio.Lock | None = None,
+) -> WindowScoring:
+    """Score the window's accepted trajectories and store the scores; raises BabylonError on failure.
 
-    Windows that succeed are stored whatever happens to the others.
-    """
+    Windows scored concurrently over one connection pass the same `conn_lock`: it serialises the
+    connection's uses, not the judge's calls."""
     _require_autocommit(conn)
-    lock = asyncio.Lock()  # one connection: its uses are serialised, the judge calls are not
-    slots = asyncio.Semaphore(max_windows or max(MIN_WINDOWS, judge.concurrency))
-
-    async def one(window_id: datetime) -> WindowScoring:
-        async with slots:
-            return await _score_window(conn, lock, judge, window_id, deadline_seconds)
-
-    outcomes = await asyncio.gather(*(one(window_id) for window_id in window_ids), return_exceptions=True)
-    scored: list[WindowScoring] = []
-    failed: list[WindowFailure] = []
-    unexpected: BaseException | None = None
-    for window_id, outcome in zip(window_ids, outcomes, strict=True):
-        if isinstance(outcome, WindowScoring):
-            scored.append(outcome)
-            continue
-        if not isinstance(outcome, Exception):
-            raise outcome  # KeyboardInterrupt, cancellation: not a window's failure
-        reason = str(outcome) if isinstance(outcome, BabylonError) else f"{type(outcome).__name__}: {outcome}"
-        failed.append(WindowFailure(window_id=window_id, reason=reason))
-        if not isinstance(outcome, BabylonError) and unexpected is None:
-            unexpected = outcome
-    report = ScoringReport(scored=scored, failed=failed)
-    if failed:
-        raise WindowsFailedError(report) from unexpected
-    return report
+    return await _score_window(conn, conn_lock or asyncio.Lock(), judge, window_id, deadline_seconds)
 
 
 async def _score_window(

@@ -5,8 +5,15 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError, create_model
 
 from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.training.parameters import TrainingParameters
+from babylon_assets.trajectories.rules import Lookback, WindowDiscovery, WindowRule
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -50,12 +57,46 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from babylon_assets.tools.verify import run_verify
 
+    rule = _from_flags(WindowRule, args)
     return run_verify(
-        lookback_hours=args.lookback_hours,
-        min_agents=args.min_agents,
-        min_actions=args.min_actions,
+        lookback_hours=_from_flags(Lookback, args).lookback_hours,
+        min_agents=rule.min_agents,
+        min_actions=rule.min_actions,
         min_windows=args.min_windows,
+        now=datetime.now(UTC),
     )
+
+
+def _add_flags(
+    parser: argparse.ArgumentParser, model: type[BaseModel], *names: str, default: object = None, note: str = ""
+) -> None:
+    """One `--name` flag per field of `model`: its default, its description as help, and its bounds checked
+    when parsed; `default` replaces the field's default (of one field), `note` follows the default in the help."""
+    for name in names:
+        field = model.model_fields[name]
+        value = field.default if default is None else default
+        if field.annotation is None:
+            raise TypeError(f"{model.__name__}.{name} has no annotation to parse its flag with")
+        flag = create_model(f"{model.__name__}_{name}", value=(field.annotation, field))
+
+        def parse(text: str, flag: type[BaseModel] = flag) -> object:
+            try:
+                return flag.model_validate({"value": text}).model_dump()["value"]
+            except ValidationError as error:
+                raise argparse.ArgumentTypeError(f"{error.errors()[0]['msg']}, got {text}") from error
+
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=parse,
+            default=value,
+            help=f"{field.description} (default {value}{note})",
+        )
+
+
+def _from_flags(model: type[_Model], args: argparse.Namespace) -> _Model:
+    """`model` from the flags `_add_flags` added for its fields; fields without a flag keep their defaults."""
+    given = vars(args)
+    return model.model_validate({name: given[name] for name in model.model_fields if name in given})
 
 
 def _utc_time(text: str) -> datetime:
@@ -96,24 +137,14 @@ def _cmd_dagster(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from babylon_assets.tools.train_run import render_report, train
     from babylon_assets.training.config import TrainingConfig
-    from babylon_assets.trajectories.config import WindowConfig, WindowDiscovery
 
     windows = WindowDiscovery(
-        rule=WindowConfig(min_agents=args.min_agents, min_actions=args.min_actions),
+        rule=_from_flags(WindowRule, args),
         lookback_hours=args.lookback_hours,
         settle_minutes=args.settle_minutes,
     )
-    training = TrainingConfig(
-        min_agents=args.min_agents,
-        min_actions=args.min_actions,
-        lookback_hours=args.lookback_hours,
-        iterations=args.iterations,
-        windows_per_iteration=args.windows_per_iteration,
-        learning_rate=args.learning_rate,
-        target_trajectories=args.target_trajectories,
-        max_dropout=args.max_dropout,
-    )
-    print(render_report(train(windows, training, debug=args.debug)))
+    training = _from_flags(TrainingConfig, args)
+    print(render_report(train(windows, training, now=datetime.now(UTC), debug=args.debug)))
     return 0
 
 
@@ -192,24 +223,10 @@ def _cmd_judge_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
-
-
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _dropout(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
     return value
 
 
@@ -250,11 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser(
         "verify", parents=[debug], help="check that the database holds enough valid windows to train on"
     )
-    verify.add_argument("--lookback-hours", type=_positive, default=168, help="window age limit (default 168)")
-    verify.add_argument(
-        "--min-agents", type=_positive, default=5, help="valid distinct agents a window needs (default 5)"
-    )
-    verify.add_argument("--min-actions", type=_positive, default=5, help="steps a trajectory needs (default 5)")
+    _add_flags(verify, Lookback, "lookback_hours")
+    _add_flags(verify, WindowRule, "min_agents", "min_actions")
     verify.add_argument(
         "--min-windows",
         type=_positive,
@@ -298,26 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[debug],
         help="ingest, validate and score the lookback's windows, then train a checkpoint (runs show in the UI)",
     )
-    train.add_argument(
-        "--min-agents", type=_positive, default=5, help="valid distinct agents a window needs (default 5)"
+    _add_flags(
+        train,
+        TrainingParameters,
+        "min_agents",
+        "iterations",
+        "windows_per_iteration",
+        "lookback_hours",
+        "min_actions",
+        "learning_rate",
+        "target_trajectories",
+        "max_dropout",
     )
-    train.add_argument("--iterations", type=_positive, default=10, help="training steps (default 10)")
-    train.add_argument(
-        "--windows-per-iteration", type=_positive, default=20, help="windows per training step (default 20)"
-    )
-    train.add_argument("--lookback-hours", type=_positive, default=168, help="window age limit (default 168)")
-    train.add_argument("--min-actions", type=_positive, default=5, help="steps a trajectory needs (default 5)")
-    train.add_argument("--learning-rate", type=_positive_float, default=5e-6, help="learning rate (default 5e-6)")
-    train.add_argument(
-        "--target-trajectories", type=_positive, default=1000, help="dropout sizes toward this many (default 1000)"
-    )
-    train.add_argument("--max-dropout", type=_dropout, default=0.3, help="upper bound of dropout (default 0.3)")
-    train.add_argument(
-        "--settle-minutes",
-        type=_non_negative,
-        default=0,
-        help="use a window only this long after it ended (default 0; the sensor waits 10)",
-    )
+    _add_flags(train, WindowDiscovery, "settle_minutes", default=0, note="; the sensor waits 10")
     train.set_defaults(handler=_cmd_train)
 
     lineage = commands.add_parser("lineage", parents=[debug], help="show what a registered checkpoint was trained on")

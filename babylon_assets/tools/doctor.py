@@ -90,7 +90,7 @@ def _trainer() -> str:
     from resources.trainer import trainer_resource_for
 
     trainer = trainer_resource_for(active_profile())
-    return f"{trainer.backend} on {trainer.device}: model {trainer.model_name} from {trainer.base_model}"
+    return f"{trainer.backend} on {trainer.torch.device}: model {trainer.model_name} from {trainer.base_model}"
 
 
 def _wandb() -> str:

@@ -5,14 +5,13 @@ failure does not stop the others, but then no training happens and the command f
 a window stopped by the blocking agent check is skipped with its reason, which is not a failure.
 """
 
-import asyncio
 import json
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Literal, NoReturn
@@ -28,10 +27,11 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget
 from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.db.connection import (
-    connect_async,
+    AsyncConn,
     resolve_database_url,
     resolve_store_base_url,
     resolve_store_url,
+    run_with_connection,
 )
 from babylon_assets.db.migrate import require_migrated
 from babylon_assets.errors import BabylonError, ConfigurationError
@@ -42,9 +42,10 @@ from babylon_assets.tools.instance import instance_environment, prepare_instance
 from babylon_assets.tools.run_health import RUN_PID_TAG, clean_up_dead_runs, process_tags
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
-from babylon_assets.trajectories.config import WindowDiscovery
+from babylon_assets.trajectories.config import WindowConfig
 from babylon_assets.trajectories.discovery import before_lookback, eligible_windows_between, latest_completed_window
 from babylon_assets.trajectories.models import WindowCandidate, window_key
+from babylon_assets.trajectories.rules import WindowDiscovery
 
 DEFINITIONS_MODULE = "babylon_assets.definitions"
 MetadataNumber = int | float
@@ -167,15 +168,14 @@ def _because(reason: str | None) -> str:
     return f": {reason}" if reason else ""
 
 
-async def _discover(url: str, config: WindowDiscovery, now: datetime) -> list[WindowCandidate]:
-    async with await connect_async(url) as conn:
-        return await eligible_windows_between(
-            conn,
-            after=before_lookback(now, config.lookback_hours),
-            until=latest_completed_window(now, config.settle_minutes),
-            min_agents=config.rule.min_agents,
-            min_actions=config.rule.min_actions,
-        )
+async def _discover(conn: AsyncConn, config: WindowDiscovery, now: datetime) -> list[WindowCandidate]:
+    return await eligible_windows_between(
+        conn,
+        after=before_lookback(now, config.lookback_hours),
+        until=latest_completed_window(now, config.settle_minutes),
+        min_agents=config.rule.min_agents,
+        min_actions=config.rule.min_actions,
+    )
 
 
 class _Stopped(BaseException):
@@ -294,8 +294,10 @@ def _run_stoppably(work: Callable[[], TrainReport]) -> TrainReport:
     return outcome[0]
 
 
-def train(discovery: WindowDiscovery, training_config: TrainingConfig, *, debug: bool = False) -> TrainReport:
-    """Materialize raw -> validated -> scored for each eligible window, then trained_checkpoint.
+def train(
+    discovery: WindowDiscovery, training_config: TrainingConfig, *, now: datetime, debug: bool = False
+) -> TrainReport:
+    """Materialize raw -> validated -> scored for each window eligible at `now`, then trained_checkpoint.
 
     Each skipped or failed window is one line on stderr; `debug` adds the failed steps' tracebacks.
     """
@@ -305,7 +307,7 @@ def train(discovery: WindowDiscovery, training_config: TrainingConfig, *, debug:
     prepare_instance(resolve_store_base_url(url))
     # In-process runs and their resources read these, exactly like `babylon dev`'s processes.
     os.environ.update(instance_environment(url))
-    return _run_stoppably(lambda: _train(url, discovery, training_config, console))
+    return _run_stoppably(lambda: _train(url, discovery, training_config, console, now))
 
 
 def _clean_up_after_the_dead() -> None:
@@ -320,10 +322,10 @@ def _clean_up_after_the_dead() -> None:
 
 
 def _train(
-    url: str, discovery: WindowDiscovery, training_config: TrainingConfig, console: ConsoleConfig
+    url: str, discovery: WindowDiscovery, training_config: TrainingConfig, console: ConsoleConfig, now: datetime
 ) -> TrainReport:
     _clean_up_after_the_dead()
-    candidates = asyncio.run(_discover(url, discovery, datetime.now(UTC)))
+    candidates = run_with_connection(url, lambda conn: _discover(conn, discovery, now))
     if not candidates:
         raise BabylonError(
             f"no window of the last {discovery.lookback_hours} h is over and has {discovery.rule.min_agents}+ "
@@ -340,7 +342,9 @@ def _train(
             result = _execute(
                 instance,
                 "window_chain_job",
-                dg.RunConfig(ops={"validated_windows": discovery.rule}, loggers=console),
+                dg.RunConfig(
+                    ops={"validated_windows": WindowConfig.model_validate(discovery.rule.model_dump())}, loggers=console
+                ),
                 tags,
                 partition_key=key,
             )

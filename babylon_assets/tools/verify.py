@@ -4,12 +4,11 @@ It reads the game's tables only (nothing is ingested or written) and counts agen
 memory, so a window that is "ready" here does not fall apart when the pipeline validates it.
 """
 
-import asyncio
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.db.connection import AsyncConn, connect_async, redact_url, resolve_database_url
+from babylon_assets.db.connection import AsyncConn, redact_url, resolve_database_url, run_with_connection
 from babylon_assets.trajectories.game import (
     UnwindowedRow,
     discover_windows,
@@ -65,7 +64,7 @@ async def build_report(
     min_agents: int,
     min_actions: int,
     min_windows: int,
-    now: datetime | None = None,
+    now: datetime,
 ) -> VerifyReport:
     floor = min(min_agents, *AGENT_THRESHOLDS)
     candidates = await discover_windows(
@@ -197,30 +196,19 @@ def render_report(report: VerifyReport) -> str:
     return "\n".join(lines)
 
 
-async def _report_for(
-    url: str, *, lookback_hours: int, min_agents: int, min_actions: int, min_windows: int
-) -> VerifyReport:
-    async with await connect_async(url) as conn:
-        return await build_report(
+def run_verify(*, lookback_hours: int, min_agents: int, min_actions: int, min_windows: int, now: datetime) -> int:
+    """Print the report for the game's database at `now`; 0 when ready for training, else 1."""
+    url = resolve_database_url()
+    report = run_with_connection(
+        url,
+        lambda conn: build_report(
             conn,
             lookback_hours=lookback_hours,
             min_agents=min_agents,
             min_actions=min_actions,
             min_windows=min_windows,
-        )
-
-
-def run_verify(*, lookback_hours: int, min_agents: int, min_actions: int, min_windows: int) -> int:
-    """Print the report for the game's database; 0 when ready for training, else 1."""
-    url = resolve_database_url()
-    report = asyncio.run(
-        _report_for(
-            url,
-            lookback_hours=lookback_hours,
-            min_agents=min_agents,
-            min_actions=min_actions,
-            min_windows=min_windows,
-        )
+            now=now,
+        ),
     )
     print(f"database: {redact_url(url)}")
     print(render_report(report))

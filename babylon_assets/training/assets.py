@@ -3,6 +3,8 @@
 A thin wrapper over `train_policy`; the metadata tells what was trained on and where it went.
 """
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from babylon_assets.metadata import markdown_table
@@ -112,7 +114,7 @@ def trained_checkpoint(
         loss = record.metrics.get(metric_names.LOSS)
         progress(f"training step {number} of {config.iterations}" + ("" if loss is None else f", loss {loss:.4f}"))
 
-    result = train_policy(database.store_url(), trainer.build(), wandb, config, on_step=show)
+    result = train_policy(database.store_url(), trainer.build(), wandb, config, datetime.now(UTC), on_step=show)
     # One observation per step, so the asset's plots show the learning curve within a run too.
     for record in result.steps:
         context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=step_metrics(record)))

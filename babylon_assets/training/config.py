@@ -1,24 +1,9 @@
-"""Run parameters of one training materialization: the flags users know from `babylon train`."""
+"""Run config of one training materialization: the parameters users know from `babylon train`."""
 
 import dagster as dg
-from pydantic import Field
+
+from babylon_assets.training.parameters import TrainingParameters
 
 
-class TrainingConfig(dg.Config):
-    """What to train on and how much; the model itself is the `trainer` resource's."""
-
-    min_agents: int = Field(default=5, ge=1, description="distinct agents a window needs to be trained on")
-    iterations: int = Field(default=10, ge=1, description="training steps (checkpoints) this materialization adds")
-    windows_per_iteration: int = Field(default=20, ge=1, description="windows per step, never-used windows first")
-    lookback_hours: int = Field(default=168, ge=1, description="only windows that started this recently")
-    min_actions: int = Field(default=5, ge=1, description="steps a trajectory needs to be trained on")
-    learning_rate: float = Field(default=5e-6, gt=0, description="AdamW learning rate (constant)")
-    target_trajectories: int = Field(default=1000, ge=1, description="dropout sizes each step toward this many")
-    max_dropout: float = Field(default=0.3, ge=0, lt=1, description="upper bound of the dropout rate")
-    min_train_windows: int = Field(
-        default=1, ge=1, description="windows left for training after the held-out split that a run needs to start"
-    )
-    held_out_fraction: float = Field(
-        default=0.2, ge=0, lt=1, description="share of windows kept for evaluation, assigned once per window"
-    )
-    seed: int = Field(default=0, description="seed of window order ties and dropout sampling")
+class TrainingConfig(dg.Config, TrainingParameters):
+    """What to train on and how much (see TrainingParameters); the model itself is the `trainer` resource's."""

@@ -1,22 +1,21 @@
 """Which scored windows training may use, the held-out split, window selection, dropout, and loading
 the scored groups (accepted trajectories as chat messages, with the judge's scores)."""
 
-import asyncio
 import hashlib
 import math
 import random
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from babylon_assets.db.connection import Conn, connect_async
+from babylon_assets.db.connection import AsyncConn, Conn
 from babylon_assets.errors import BabylonError
 from babylon_assets.training.config import TrainingConfig
 from babylon_assets.training.types import MarginPair, ScoredGroup, ScoredTrajectory
 from babylon_assets.trajectories.messages import trajectory_messages
-from babylon_assets.trajectories.models import Trajectory, lookback_start, window_key
+from babylon_assets.trajectories.models import lookback_start, window_key
 from babylon_assets.trajectories.reader import load_accepted
 
 
@@ -45,8 +44,8 @@ class ScoreRow(BaseModel):
     rubric_version: str
 
 
-def eligible_windows(conn: Conn, config: TrainingConfig) -> list[EligibleWindow]:
-    """Scored windows of the lookback whose scores are those of their validated snapshot, with `min_agents`
+def eligible_windows(conn: Conn, config: TrainingConfig, now: datetime) -> list[EligibleWindow]:
+    """Scored windows of the lookback before `now` whose scores are those of their validated snapshot, with `min_agents`
     distinct agents among their scored, accepted trajectories of at least `min_actions` steps, oldest first.
     The game's evaluation episodes ("isEvaluation") are never trained on, so they do not count here."""
     rows = conn.execute(
@@ -66,7 +65,7 @@ def eligible_windows(conn: Conn, config: TrainingConfig) -> list[EligibleWindow]
         HAVING count(DISTINCT v.agent_key) >= %s
         ORDER BY w.window_id
         """,
-        (lookback_start(datetime.now(UTC), config.lookback_hours), config.min_actions, config.min_agents),
+        (lookback_start(now, config.lookback_hours), config.min_actions, config.min_agents),
     ).fetchall()
     return [EligibleWindow(window_id=window_id, trajectories=count, agents=agents) for window_id, count, agents in rows]
 
@@ -139,34 +138,30 @@ def apply_dropout(groups: Sequence[ScoredGroup], rate: float, rng: random.Random
     return [group for group in thinned if group.trajectories]
 
 
-def _score_rows(conn: Conn, window_ids: Sequence[datetime]) -> dict[str, ScoreRow]:
-    rows = conn.execute(
+async def _score_rows(conn: AsyncConn, window_ids: Sequence[datetime]) -> dict[str, ScoreRow]:
+    cursor = await conn.execute(
         "SELECT trajectory_id, group_index, score, judge, rubric_version FROM trajectory_scores "
         "WHERE window_id = ANY(%s)",
         (list(window_ids),),
-    ).fetchall()
+    )
+    rows = await cursor.fetchall()
     return {
         row[0]: ScoreRow(trajectory_id=row[0], group_index=row[1], score=row[2], judge=row[3], rubric_version=row[4])
         for row in rows
     }
 
 
-async def _load_accepted_windows(url: str, window_ids: Sequence[datetime]) -> dict[datetime, list[Trajectory]]:
-    async with await connect_async(url) as conn:
-        return {window_id: await load_accepted(conn, window_id) for window_id in window_ids}
-
-
 EpisodeUse = Literal["training", "evaluation", "all"]
 
 
-def load_scored_trajectories(
-    url: str, conn: Conn, window_ids: Sequence[datetime], min_actions: int, use: EpisodeUse = "training"
+async def load_scored_trajectories(
+    conn: AsyncConn, window_ids: Sequence[datetime], min_actions: int, use: EpisodeUse = "training"
 ) -> dict[datetime, list[ScoredTrajectory]]:
     """Each window's accepted, scored trajectories of at least `min_actions` steps, in id order: those the
     game did not mark "isEvaluation" (training), only those (evaluation), or all (held-out windows).
     Windows with none are left out for evaluation; for training they are an error."""
-    scores = _score_rows(conn, window_ids)
-    loaded = asyncio.run(_load_accepted_windows(url, window_ids))
+    scores = await _score_rows(conn, window_ids)
+    loaded = {window_id: await load_accepted(conn, window_id) for window_id in window_ids}
     result: dict[datetime, list[ScoredTrajectory]] = {}
     for window_id, trajectories in loaded.items():
         scored: list[ScoredTrajectory] = []

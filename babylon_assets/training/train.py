@@ -13,7 +13,7 @@ from datetime import datetime
 import psutil
 from pydantic import BaseModel, ConfigDict, JsonValue
 
-from babylon_assets.db.connection import connect
+from babylon_assets.db.connection import AsyncConn, connect, run_with_connection
 from babylon_assets.errors import BabylonError
 from babylon_assets.training import data, metric_names, registry
 from babylon_assets.training.backend import TrainerBackend
@@ -80,27 +80,30 @@ class StepContext(BaseModel):
     lease: registry.ModelLease
 
 
-def plan_training(url: str, policy: PolicySpec, config: TrainingConfig) -> Plan:
+def plan_training(url: str, policy: PolicySpec, config: TrainingConfig, now: datetime) -> Plan:
     """Create the model if new, assign the splits of new windows, and find where to resume from."""
     with connect(url, autocommit=True) as conn:
         with conn.transaction():
             registry.ensure_policy_model(conn, policy)
-            eligible = data.eligible_windows(conn, config)
+            eligible = data.eligible_windows(conn, config, now)
             split = data.assign_splits(conn, eligible, config.held_out_fraction)
         if len(split.train) < config.min_train_windows:
             raise NoTrainableWindowsError(_no_windows_message(config, len(eligible), len(split.held_out)))
         # Held-out windows, plus the game's own evaluation episodes ("isEvaluation") of the training windows.
-        held_out = data.load_scored_trajectories(
-            url, conn, [w.window_id for w in split.held_out], config.min_actions, use="all"
-        )
-        held_out.update(
-            data.load_scored_trajectories(
-                url, conn, [w.window_id for w in split.train], config.min_actions, use="evaluation"
-            )
-        )
-        return Plan(
-            split=split, latest=registry.latest_checkpoint(conn, policy.name), pairs=data.margin_pairs(held_out)
-        )
+        latest = registry.latest_checkpoint(conn, policy.name)
+    held_out = run_with_connection(url, lambda conn: _held_out_trajectories(conn, split, config.min_actions))
+    return Plan(split=split, latest=latest, pairs=data.margin_pairs(held_out))
+
+
+async def _held_out_trajectories(
+    conn: AsyncConn, split: data.WindowSplit, min_actions: int
+) -> dict[datetime, list[ScoredTrajectory]]:
+    """The held-out windows, plus the game's own evaluation episodes ("isEvaluation") of the training windows."""
+    held_out = await data.load_scored_trajectories(conn, [w.window_id for w in split.held_out], min_actions, use="all")
+    held_out.update(
+        await data.load_scored_trajectories(conn, [w.window_id for w in split.train], min_actions, use="evaluation")
+    )
+    return held_out
 
 
 def _step_groups(
@@ -110,8 +113,10 @@ def _step_groups(
     config = context.config
     with connect(context.url) as conn:
         selected = data.select_windows(conn, policy.name, context.plan.split.train, config.windows_per_iteration)
-        missing = [window_id for window_id in selected if window_id not in loaded]
-        loaded.update(data.load_scored_trajectories(context.url, conn, missing, config.min_actions))
+    missing = [window_id for window_id in selected if window_id not in loaded]
+    loaded.update(
+        run_with_connection(context.url, lambda conn: data.load_scored_trajectories(conn, missing, config.min_actions))
+    )
     total = sum(len(loaded[window_id]) for window_id in selected)
     rate = data.dropout_rate(total, config.target_trajectories, config.max_dropout)
     groups = data.group_trajectories([t for window_id in selected for t in loaded[window_id]])
@@ -214,15 +219,17 @@ def train_policy(
     trainer: TrainerBackend,
     tracker: ExperimentTracker,
     config: TrainingConfig,
+    now: datetime,
     on_step: Callable[[int, StepRecord], None] | None = None,
 ) -> TrainingResult:
-    """Add `config.iterations` registered checkpoints to the trainer's policy; see the module docstring.
+    """Add `config.iterations` registered checkpoints to the trainer's policy, trained on the windows
+    eligible at `now`; see the module docstring.
 
     `on_step(n, record)` is called after the n-th (1-based) step of this call is registered."""
     policy = trainer.policy
     with connect(url, autocommit=True) as lock_conn:
         lease = registry.lock_model(lock_conn, policy.name)
-        plan = plan_training(url, policy, config)
+        plan = plan_training(url, policy, config, now)
         context = StepContext(
             url=url,
             config=config,

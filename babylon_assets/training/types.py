@@ -30,17 +30,16 @@ class TorchSettings(Frozen):
     """The torch trainer's settings; LoRA rank and alpha, max grad norm and weight decay default to ART
     0.5.18's values."""
 
-    device: Device = "cpu"
-    lora: bool = False
+    device: Device = Field(default="cpu", description="torch backend only")
+    lora: bool = Field(default=False, description="torch backend: train LoRA adapters (peft) instead of all weights")
     lora_rank: int = Field(default=8, ge=1)
     lora_alpha: int = Field(default=16, ge=1)
-    max_seq_len: int = Field(default=2048, ge=8)
+    max_seq_len: int = Field(default=2048, ge=8, description="longer trajectories keep their first tokens")
     max_grad_norm: float = Field(default=0.1, gt=0)
     weight_decay: float = Field(default=0.1, ge=0)
-    tokens_per_batch: int = Field(default=8192, ge=8)
-    # torch's intra-op threads; None leaves torch's default (all cores). On a busy machine one thread
-    # can be faster than two.
-    threads: int | None = Field(default=None, ge=1)
+    tokens_per_batch: int = Field(default=8192, ge=8, description="tokens per optimizer step (torch)")
+    # On a busy machine one thread can be faster than two.
+    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; unset: torch's default")
 
 
 class ScoredTrajectory(Frozen):

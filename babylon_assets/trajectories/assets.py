@@ -5,13 +5,12 @@ Both are thin wrappers: the ingest and the validator in this package do the work
 platform's store; the assets only report what happened as metadata and gate the window downstream.
 """
 
-import asyncio
 import warnings
 from datetime import datetime
 
 import dagster as dg
 
-from babylon_assets.db.connection import connect_async
+from babylon_assets.db.connection import AsyncConn, connect_async, run_with_connection
 from babylon_assets.errors import BabylonError
 from babylon_assets.metadata import counts_by, markdown_table
 from babylon_assets.partitions import window_partitions
@@ -29,8 +28,8 @@ class EmptyWindowError(BabylonError):
     """A registered window has no rows in the game's table: someone deleted them, or the partition is wrong."""
 
 
-async def _ingest(game_url: str, store_url: str, window_id: datetime) -> IngestReport:
-    async with await connect_async(game_url) as game, await connect_async(store_url) as store:
+async def _ingest(game: AsyncConn, store_url: str, window_id: datetime) -> IngestReport:
+    async with await connect_async(store_url) as store:
         return await ingest_window(game, store, window_id)
 
 
@@ -57,11 +56,6 @@ def enough_agents_verdict(load: WindowLoad, min_agents: int) -> dg.AssetCheckRes
     )
 
 
-async def _validate(url: str, window_id: datetime, min_actions: int) -> WindowLoad:
-    async with await connect_async(url) as conn:
-        return await validate_window(conn, window_id, min_actions=min_actions)
-
-
 @dg.asset(
     partitions_def=window_partitions,
     group_name="trajectories",
@@ -75,7 +69,8 @@ async def _validate(url: str, window_id: datetime, min_actions: int) -> WindowLo
 )
 def raw_trajectories(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult[None]:
     window_id = parse_window_key(context.partition_key)
-    report = asyncio.run(_ingest(database.game_url(), database.store_url(), window_id))
+    store_url = database.store_url()
+    report = run_with_connection(database.game_url(), lambda game: _ingest(game, store_url, window_id))
     if report.rows == 0:
         gone = f" ({report.rows_gone} ingested before are gone; the empty snapshot is stored)" if report.changed else ""
         raise EmptyWindowError(
@@ -127,7 +122,9 @@ def validated_windows(
     # Bare MaterializeResult: with check outputs, Dagster 1.13.27 recognises only the unparametrised
     # class as a result annotation (MaterializeResult[None] raises "Expected Tuple annotation").
     window_id = parse_window_key(context.partition_key)
-    load = asyncio.run(_validate(database.store_url(), window_id, config.min_actions))
+    load = run_with_connection(
+        database.store_url(), lambda conn: validate_window(conn, window_id, min_actions=config.min_actions)
+    )
     return dg.MaterializeResult(
         metadata={
             "accepted": len(load.accepted),

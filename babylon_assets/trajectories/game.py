@@ -219,14 +219,13 @@ async def rows_written_since(conn: AsyncConn, since: datetime) -> list[RecordedM
 
 
 async def discover_windows(
-    conn: AsyncConn, *, lookback_hours: int, min_agents: int, min_actions: int, now: datetime | None = None
+    conn: AsyncConn, *, lookback_hours: int, min_agents: int, min_actions: int, now: datetime
 ) -> list[WindowCandidate]:
-    """Windows that are over and started within the lookback, with at least `min_agents` distinct agents
+    """Windows that are over at `now` and started within the lookback, with at least `min_agents` distinct agents
     (ids compared trimmed and case-folded) having `min_actions` steps or more, counted before validation,
     newest first. The windowId range is answered by the game's ("windowId") index."""
     await require_game_tables(conn)
-    moment = now or datetime.now(UTC)
-    since, closed = lookback_start(moment, lookback_hours), hour_floor(moment)
+    since, closed = lookback_start(now, lookback_hours), hour_floor(now)
     async with conn.cursor() as cur:
         await cur.execute(
             sql.SQL(
