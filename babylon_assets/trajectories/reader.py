@@ -227,6 +227,13 @@ async def load_accepted(conn: AsyncConn, window_id: datetime) -> list[Trajectory
     return trajectories
 
 
+def _never_validated(window_id: datetime) -> BabylonError:
+    return BabylonError(
+        f"window {window_key(window_id)} has never been validated; validate it first "
+        "(materialize validated_windows for it, or call validate_window)"
+    )
+
+
 async def load_validated(conn: AsyncConn, window_id: datetime) -> tuple[list[Trajectory], MarketOutcomes]:
     """The window's accepted rows and the ground truth ingested with them, from the snapshot its last
     validation used: two statements in one round trip."""
@@ -250,10 +257,7 @@ async def load_validated(conn: AsyncConn, window_id: datetime) -> tuple[list[Tra
         found = await snapshot.fetchone()
         rows = await accepted.fetchall()
     if found is None:
-        raise BabylonError(
-            f"window {window_key(window_id)} has never been validated; validate it first "
-            "(materialize validated_windows for it, or call validate_window)"
-        )
+        raise _never_validated(window_id)
     snapshot_id: int = found[0]
     trajectories: list[Trajectory] = []
     # Snapshots are immutable, so the accepted rows parse again; the rules across rows need not run.
@@ -313,10 +317,7 @@ async def validated_content(conn: AsyncConn, window_id: datetime) -> ValidatedCo
         found = await snapshot.fetchone()
         accepted = await rows.fetchall()
     if found is None:
-        raise BabylonError(
-            f"window {window_key(window_id)} has never been validated; validate it first "
-            "(materialize validated_windows for it, or call validate_window)"
-        )
+        raise _never_validated(window_id)
     return ValidatedContent(snapshot_id=found[0], outcomes_hash=found[1], rows=accepted)
 
 
