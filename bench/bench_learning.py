@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--windows-per-step", type=int, default=1)
     parser.add_argument("--markets", type=int, default=6)
     parser.add_argument("--decisions", type=int, default=2)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=EvaluationSettings().max_new_tokens)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--max-seq-len", type=int, default=512)
     # Logits of 49152-token vocabulary rows dominate memory: 8192 tokens per batch took 21 GB here.

@@ -80,8 +80,7 @@ class Strategy(BaseModel):
         return (
             f"You are a Babylon trading agent with a {self.name} strategy (risk {self.risk:.1f}). {self.persona} "
             f"You prefer the tickers {', '.join(self.preferred_tickers)}. Each turn, choose one action: "
-            "OPEN_PERP, CLOSE_PERP, BUY_SHARES, SELL_SHARES, CREATE_POST or HOLD. Reply with JSON "
-            '{"action": ..., "parameters": {...}, "reasoning": ...}.'
+            "OPEN_PERP, CLOSE_PERP, BUY_SHARES, SELL_SHARES, CREATE_POST or HOLD."
         )
 
 
@@ -480,6 +479,19 @@ def _hold(reasoning: str) -> _Decision:
     return _Decision(action_type="HOLD", parameters={}, reasoning=reasoning, result={})
 
 
+# The reply format the prompt states: exactly what evaluation/market_play.parse_action accepts, and the
+# shape of the recorded responses the policy is trained on.
+ACTION_FORMAT = (
+    "Choose your next action. Reply with one JSON object and nothing else: "
+    '{"action": ..., "parameters": {...}, "reasoning": "<one sentence>"}. Parameters by action: '
+    'OPEN_PERP {"ticker", "side": "long" or "short", "margin", "leverage": 1-20}; CLOSE_PERP {"ticker"}; '
+    'BUY_SHARES {"marketId", "outcome": "YES" or "NO", "amount"}; SELL_SHARES {"marketId"}; '
+    'CREATE_POST {"content"}; HOLD {}.',
+    'Example: {"action": "OPEN_PERP", "parameters": {"ticker": "BABY", "side": "long", "margin": 50, '
+    '"leverage": 2}, "reasoning": "BABY news and trend agree."}',
+)
+
+
 def _user_prompt(
     strategy: Strategy, market: SimulatedMarket, book: _Portfolio, window_id: datetime, minute: int, pnl: float
 ) -> str:
@@ -505,7 +517,7 @@ def _user_prompt(
         lines.append(f"- {market_id} '{path.question}' {path.prices[minute]:.2f}")
     lines.append("Latest news:")
     lines.extend(f"- [minute {item.minute}] {item.headline}" for item in market.news_until(minute)[-4:])
-    lines.append("Choose your next action.")
+    lines.extend(ACTION_FORMAT)
     return "\n".join(lines)
 
 
