@@ -1,7 +1,7 @@
 """Does training make the agent better? SmolLM2-135M trained on judged simulated windows, then played.
 
     python -m bench.bench_learning [--judge outcome|local-llm] [--windows 5] [--steps 3]
-        [--windows-per-step 1] [--markets 6] [--decisions 2] [--learning-rate 2e-4] [--max-seq-len 512]
+        [--windows-per-step 1] [--markets 6] [--decisions 2] [--learning-rate 2e-4] [--max-seq-len 1024]
         [--threads 1]
 
 On a scratch database (BABYLON_BENCH_ADMIN_URL, default the local server): simulate windows of 5 agents,
@@ -126,7 +126,9 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=EvaluationSettings().max_new_tokens)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--max-seq-len", type=int, default=512)
+    # The first turn (persona, market, action format, reply) is 680-790 SmolLM2 tokens: a shorter limit
+    # leaves no assistant token to train on.
+    parser.add_argument("--max-seq-len", type=int, default=1024)
     # Logits of 49152-token vocabulary rows dominate memory: 8192 tokens per batch took 21 GB here.
     parser.add_argument("--tokens-per-batch", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)
