@@ -13,7 +13,7 @@ trajectories with each window's scores shuffled. Then the base model, both train
 scripted strategies play the same --markets unseen simulated markets (closed-loop). One table: policy,
 mean P&L and its paired 95% CI against the base, win rate against the base, invalid-reply rate, held-out
 margin before/after; the wall time of each phase; the paired tests trained > base and trained > control.
-The defaults took 22 minutes on 2 busy shared cores (README, Benchmarks).
+The defaults took 13 minutes on 2 busy shared cores (README, Benchmarks).
 """
 
 import argparse
