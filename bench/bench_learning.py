@@ -1,7 +1,7 @@
 """Does training make the agent better? SmolLM2-135M trained on judged simulated windows, then played.
 
     python -m bench.bench_learning [--judge outcome|local-llm] [--windows 5] [--steps 3]
-        [--windows-per-step 1] [--markets 6] [--decisions 2] [--learning-rate 2e-4] [--max-seq-len 512]
+        [--windows-per-step 1] [--markets 6] [--decisions 2] [--learning-rate 2e-4] [--max-seq-len 1024]
         [--threads 1]
 
 On a scratch database (BABYLON_BENCH_ADMIN_URL, default the local server): simulate windows of 5 agents,
@@ -13,7 +13,7 @@ trajectories with each window's scores shuffled. Then the base model, both train
 scripted strategies play the same --markets unseen simulated markets (closed-loop). One table: policy,
 mean P&L and its paired 95% CI against the base, win rate against the base, invalid-reply rate, held-out
 margin before/after; the wall time of each phase; the paired tests trained > base and trained > control.
-The defaults took 22 minutes on 2 busy shared cores (README, Benchmarks).
+The defaults took 13 minutes on 2 busy shared cores (README, Benchmarks).
 """
 
 import argparse
@@ -124,9 +124,11 @@ def main() -> None:
     parser.add_argument("--windows-per-step", type=int, default=1)
     parser.add_argument("--markets", type=int, default=6)
     parser.add_argument("--decisions", type=int, default=2)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=EvaluationSettings().max_new_tokens)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--max-seq-len", type=int, default=512)
+    # The first turn (persona, market, action format, reply) is 680-790 SmolLM2 tokens: a shorter limit
+    # leaves no assistant token to train on.
+    parser.add_argument("--max-seq-len", type=int, default=1024)
     # Logits of 49152-token vocabulary rows dominate memory: 8192 tokens per batch took 21 GB here.
     parser.add_argument("--tokens-per-batch", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)

@@ -3,6 +3,8 @@
 import json
 import random
 import re
+import typing
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import torch
 from babylon_assets.db.connection import connect
 from babylon_assets.evaluation.evaluate import paired_comparison
 from babylon_assets.evaluation.market_play import (
+    AgentAction,
     BuySharesAction,
     NoTradeAction,
     OpenPerpAction,
@@ -70,6 +73,31 @@ def test_replaying_a_scripted_agents_replies_reproduces_its_pnl(agent_index: int
         assert action is not None, call.response
         assert execute(action, market, book, minute)
     assert book.equity(market, 60, settled=True) - start == pytest.approx(row.total_reward, abs=1e-3)
+
+
+def test_the_prompt_an_agent_sees_states_the_action_format_the_parser_accepts() -> None:
+    # A policy can only act if it is told how: every action with its parameters, and an example that parses.
+    window_id, market = evaluation_market(seed=0, index=0)
+    shown: list[str] = []
+
+    def respond(messages: Sequence[ChatMessage]) -> Reply:
+        shown.append("\n".join(message.content for message in messages))
+        return Reply(text="HOLD", tokens=1, seconds=0.1)
+
+    play_market(respond, market, window_id, persona("balanced"), 1)
+    (prompt,) = shown
+    examples = [line.removeprefix("Example: ") for line in prompt.splitlines() if line.startswith("Example: ")]
+    assert len(examples) == 1 and parse_action(examples[0]) is not None, prompt
+    for variant in typing.get_args(typing.get_args(AgentAction)[0]):
+        for action in typing.get_args(variant.model_fields["action"].annotation):
+            assert action in prompt
+        parameters = variant.model_fields.get("parameters")
+        if parameters is not None:
+            for name, field in parameters.annotation.model_fields.items():
+                assert f'"{field.alias or name}"' in prompt, (name, prompt)
+    # The simulated agents' recorded trajectories were prompted the same way.
+    row = generate_trajectory(seed=0, window_id=WINDOW, market=simulate_market(random.Random(0), WINDOW), agent_index=1)
+    assert examples[0] in row.steps[0].llm_calls[0].user_prompt
 
 
 def test_an_invalid_or_infeasible_reply_is_held_and_counted() -> None:

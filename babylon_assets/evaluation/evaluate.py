@@ -53,7 +53,9 @@ class EvaluationSettings(Frozen):
     seed: int = Field(default=0, description="seed of the markets (and of the scripted agents)")
     decisions: int = Field(default=6, ge=1, description="decisions per market")
     persona: StrategyName = Field(default="balanced", description="the agent persona the policy is prompted as")
-    max_new_tokens: int = Field(default=96, ge=1, description="reply length limit")
+    # Fits a complete action: the simulator's recorded replies, which the policy learns, take up to ~92
+    # SmolLM2 tokens; a reply cut short is unparseable.
+    max_new_tokens: int = Field(default=128, ge=1, description="reply length limit")
 
 
 class PairedComparison(Frozen):

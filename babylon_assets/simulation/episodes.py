@@ -88,6 +88,19 @@ def _plugin_shape(step: dict[str, JsonValue]) -> dict[str, JsonValue]:
     return {**{k: v for k, v in step.items() if k not in ("reward", "action")}, "action": attempt}
 
 
+# The reply format the prompt states: exactly what evaluation/market_play.parse_action accepts, and the
+# shape of the recorded responses the policy is trained on.
+ACTION_FORMAT = (
+    "Choose your next action. Reply with one JSON object and nothing else: "
+    '{"action": ..., "parameters": {...}, "reasoning": "<one sentence>"}. Parameters by action: '
+    'OPEN_PERP {"ticker", "side": "long" or "short", "margin", "leverage": 1-20}; CLOSE_PERP {"ticker"}; '
+    'BUY_SHARES {"marketId", "outcome": "YES" or "NO", "amount"}; SELL_SHARES {"marketId"}; '
+    'CREATE_POST {"content"}; HOLD {}.',
+    'Example: {"action": "OPEN_PERP", "parameters": {"ticker": "BABY", "side": "long", "margin": 50, '
+    '"leverage": 2}, "reasoning": "BABY news and trend agree."}',
+)
+
+
 def user_prompt(
     strategy: Strategy, market: SimulatedMarket, book: Portfolio, window_id: datetime, minute: int, pnl: float
 ) -> str:
@@ -113,7 +126,7 @@ def user_prompt(
         lines.append(f"- {market_id} '{path.question}' {path.prices[minute]:.2f}")
     lines.append("Latest news:")
     lines.extend(f"- [minute {item.minute}] {item.headline}" for item in market.news_until(minute)[-4:])
-    lines.append("Choose your next action.")
+    lines.extend(ACTION_FORMAT)
     return "\n".join(lines)
 
 

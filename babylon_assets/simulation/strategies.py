@@ -39,8 +39,7 @@ class Strategy(BaseModel):
         return (
             f"You are a Babylon trading agent with a {self.name} strategy (risk {self.risk:.1f}). {self.persona} "
             f"You prefer the tickers {', '.join(self.preferred_tickers)}. Each turn, choose one action: "
-            "OPEN_PERP, CLOSE_PERP, BUY_SHARES, SELL_SHARES, CREATE_POST or HOLD. Reply with JSON "
-            '{"action": ..., "parameters": {...}, "reasoning": ...}.'
+            "OPEN_PERP, CLOSE_PERP, BUY_SHARES, SELL_SHARES, CREATE_POST or HOLD."
         )
 
 

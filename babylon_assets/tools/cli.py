@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--markets", type=_positive, default=8, help="simulated markets (default 8)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the markets (default 0)")
     evaluate.add_argument("--decisions", type=_positive, default=6, help="decisions per market (default 6)")
-    evaluate.add_argument("--max-new-tokens", type=_positive, default=96, help="reply length limit (default 96)")
+    evaluate.add_argument("--max-new-tokens", type=_positive, default=128, help="reply length limit (default 128)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     judge = commands.add_parser("judge", parents=[debug], help="the local-llm judge's server")
