@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from babylon_assets.errors import BabylonError
+from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.training import metric_names
 from babylon_assets.training.grpo import (
     EncodedChat,
@@ -221,6 +221,21 @@ def test_equal_reward_groups_produce_no_update(tmp_path: Path) -> None:
     assert outcome.metrics[metric_names.GRADIENT_STEPS] == 0
     assert outcome.metrics[metric_names.TRAINABLE_GROUPS] == 0
     assert metric_names.LOSS not in outcome.metrics
+
+
+def test_a_max_seq_len_that_cuts_every_reply_fails_the_step_instead_of_training_nothing(tmp_path: Path) -> None:
+    trainer = TorchTrainer(
+        PolicySpec(name="test-policy", base_model="tiny", project="test", backend="torch"),
+        TorchSettings(max_seq_len=8),
+        checkpoint_root=tmp_path / "checkpoints",
+        models_root=tmp_path / "models",
+    )
+    group = ScoredGroup(
+        window_id=WINDOW, group_index=0, trajectories=[trajectory("good", 0.9, "BUY"), trajectory("bad", 0.1, "SELL")]
+    )
+    with pytest.raises(ConfigurationError, match="max_seq_len 8 cuts every one of the 2 trajectories"):
+        trainer.train_step([group], step=1, learning_rate=1e-3, seed=0)
+    assert not (tmp_path / "checkpoints" / "test-policy" / "step-1").exists()
 
 
 def test_lora_trains_adapters_only_and_its_checkpoint_resumes(tmp_path: Path) -> None:

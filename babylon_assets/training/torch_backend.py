@@ -161,6 +161,14 @@ class TorchTrainer:
             for trajectory, advantage in zip(group.trajectories, advantages, strict=True):
                 chat = encode_chat(self.tokenizer, trajectory.messages, self._settings.max_seq_len)
                 candidates.append((trajectory.trajectory_id, chat, advantage))
+        if candidates and not any(any(chat.assistant_mask) for _, chat, _ in candidates):
+            # Otherwise the step would "succeed" and register a checkpoint that learned nothing.
+            raise ConfigurationError(
+                f"step {step}: max_seq_len {self._settings.max_seq_len} cuts every one of the "
+                f"{len(candidates)} trajectories before its first reply token, so nothing can be trained; "
+                "raise the trainer's max_seq_len (TrainerResource torch.max_seq_len) above the length of "
+                "a prompt"
+            )
         items = normalize_items(candidates)
         # ART shuffles what it packs; a seeded shuffle keeps runs reproducible.
         random.Random(f"{seed}:{step}").shuffle(items)
