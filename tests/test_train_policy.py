@@ -28,7 +28,7 @@ from babylon_assets.training.train import NoTrainableWindowsError, train_policy
 from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup, ScoredTrajectory, StepOutcome
 from babylon_assets.trajectories.models import lookback_start
 from resources.database import DatabaseResource
-from resources.trainer import TorchConfig, TrainerResource
+from resources.trainer import TrainerResource
 from resources.wandb import WandbResource
 from tests.support.trajectory_rows import ingest_and_validate
 
@@ -74,10 +74,10 @@ def scored_url(database_url: str, store_url: str, tmp_path: Path, monkeypatch: p
 
 
 def trainer_resource(tmp_path: Path, wandb_api_key: str | None = None) -> TrainerResource:
-    # 1400 byte-level tokens hold the system prompt, the first prompt and the first answer.
+    # The default max_seq_len (2048 byte-level tokens of the tiny model) holds the system prompt, the first
+    # prompt with its action format, and the first answer; a shorter one fails the step (nothing to train).
     return TrainerResource(
         model_name="policy",
-        torch=TorchConfig(max_seq_len=1400),
         checkpoint_root=str(tmp_path / "checkpoints"),
         wandb_api_key=wandb_api_key,
     )
