@@ -33,7 +33,6 @@ import torch
 from babylon_assets.db.connection import connect, connect_async
 from babylon_assets.evaluation.evaluate import (
     CHECKPOINT,
-    EvaluationSettings,
     PolicyScore,
     evaluate_checkpoint,
     load_checkpoint_policy,
@@ -41,6 +40,7 @@ from babylon_assets.evaluation.evaluate import (
     paired_comparison,
     play_policy,
 )
+from babylon_assets.evaluation.settings import EvaluationSettings
 from babylon_assets.judging.judge import Judge
 from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_server, local_ruler_settings
 from babylon_assets.judging.outcome_judge import OutcomeJudge

@@ -9,12 +9,12 @@ from babylon_assets.db.connection import connect
 from babylon_assets.errors import BabylonError
 from babylon_assets.evaluation.assets import EvaluationConfig, policy_evaluation, promotion_check
 from babylon_assets.evaluation.evaluate import (
-    EvaluationSettings,
     PolicyScore,
     paired_comparison,
     store_evaluation,
 )
 from babylon_assets.evaluation.promotion import decide_promotion, promote
+from babylon_assets.evaluation.settings import EvaluationSettings
 from babylon_assets.training import registry
 from babylon_assets.training.types import CheckpointRef, PolicySpec, StepOutcome
 from resources.database import DatabaseResource

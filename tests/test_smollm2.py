@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from babylon_assets.evaluation.evaluate import EvaluationSettings
+from babylon_assets.evaluation.settings import EvaluationSettings
 from babylon_assets.simulation.episodes import generate_trajectory
 from babylon_assets.simulation.market import simulate_market
 from babylon_assets.training import metric_names

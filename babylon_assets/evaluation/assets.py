@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from babylon_assets.db.connection import connect
+from babylon_assets.evaluation.settings import EvaluationSettings
 from babylon_assets.metadata import markdown_table
 from babylon_assets.paths import babylon_home
 from babylon_assets.run_tags import TRAINING_WORKLOAD, TRAINING_WORKLOAD_TAG
@@ -22,11 +23,8 @@ if TYPE_CHECKING:
     from babylon_assets.evaluation.evaluate import EvaluationResult
 
 
-class EvaluationConfig(dg.Config):
-    markets: int = Field(default=4, ge=1, description="simulated markets every policy plays")
-    seed: int = Field(default=0, description="seed of the markets")
-    decisions: int = Field(default=6, ge=1, description="decisions per market")
-    max_new_tokens: int = Field(default=128, ge=1, description="reply length limit")
+class EvaluationConfig(dg.Config, EvaluationSettings):
+    """policy_evaluation's run config: the settings of `babylon evaluate`, with the same defaults."""
 
 
 class PromotionConfig(dg.Config):
@@ -74,12 +72,10 @@ def policy_evaluation(
     if trainer.backend != "torch":
         context.log.info(f"backend {trainer.backend}: the policy cannot be played here; promotion uses the margin")
         return dg.MaterializeResult(metadata={"evaluated": dg.MetadataValue.bool(False)})
-    from babylon_assets.evaluation.evaluate import EvaluationSettings, evaluate_checkpoint
+    from babylon_assets.evaluation.evaluate import evaluate_checkpoint
     from babylon_assets.evaluation.tracking import log_evaluation
 
-    settings = EvaluationSettings(
-        markets=config.markets, seed=config.seed, decisions=config.decisions, max_new_tokens=config.max_new_tokens
-    )
+    settings = EvaluationSettings.model_validate(config.model_dump())
     result = evaluate_checkpoint(
         database.store_url(), trainer.model_name, None, settings, models_root=babylon_home() / "models"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
 from babylon_assets.db.connection import Conn, connect
@@ -27,7 +27,8 @@ from babylon_assets.evaluation.market_play import (
     play_market,
     scripted_pnl,
 )
-from babylon_assets.simulation.strategies import STRATEGIES, StrategyName
+from babylon_assets.evaluation.settings import EvaluationSettings
+from babylon_assets.simulation.strategies import STRATEGIES
 from babylon_assets.training.hf_policy import (
     generate_reply,
     load_base_model,
@@ -46,16 +47,6 @@ SCRIPTED_PREFIX = "scripted:"
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, allow_inf_nan=False)
-
-
-class EvaluationSettings(Frozen):
-    markets: int = Field(default=8, ge=1, description="simulated markets every policy plays")
-    seed: int = Field(default=0, description="seed of the markets (and of the scripted agents)")
-    decisions: int = Field(default=6, ge=1, description="decisions per market")
-    persona: StrategyName = Field(default="balanced", description="the agent persona the policy is prompted as")
-    # Fits a complete action: the simulator's recorded replies, which the policy learns, take up to ~92
-    # SmolLM2 tokens; a reply cut short is unparseable.
-    max_new_tokens: int = Field(default=128, ge=1, description="reply length limit")
 
 
 class PairedComparison(Frozen):

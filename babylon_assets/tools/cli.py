@@ -10,6 +10,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError, create_model
 
 from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.evaluation.settings import EvaluationSettings
 from babylon_assets.training.parameters import TrainingParameters
 from babylon_assets.trajectories.rules import Lookback, WindowDiscovery, WindowRule
 
@@ -173,7 +174,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from babylon_assets.db.connection import resolve_database_url, resolve_store_url
     from babylon_assets.db.migrate import require_migrated
-    from babylon_assets.evaluation.evaluate import EvaluationSettings, evaluate_checkpoint, render_evaluation
+    from babylon_assets.evaluation.evaluate import evaluate_checkpoint, render_evaluation
     from babylon_assets.evaluation.tracking import log_evaluation
     from babylon_assets.paths import babylon_home
     from babylon_assets.profile import active_profile
@@ -182,9 +183,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     url = resolve_store_url(resolve_database_url())
     require_migrated(url)
-    settings = EvaluationSettings(
-        markets=args.markets, seed=args.seed, decisions=args.decisions, max_new_tokens=args.max_new_tokens
-    )
+    settings = _from_flags(EvaluationSettings, args)
     model_name = args.model or model_name_from_env()
     result = evaluate_checkpoint(url, model_name, args.step, settings, models_root=babylon_home() / "models")
     log_evaluation(wandb_resource_for(active_profile()), result)
@@ -346,10 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--model", default=None, help="model name (default: the trainer resource's)")
     evaluate.add_argument("--step", type=_positive, default=None, help="checkpoint step (default: the latest)")
-    evaluate.add_argument("--markets", type=_positive, default=8, help="simulated markets (default 8)")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the markets (default 0)")
-    evaluate.add_argument("--decisions", type=_positive, default=6, help="decisions per market (default 6)")
-    evaluate.add_argument("--max-new-tokens", type=_positive, default=128, help="reply length limit (default 128)")
+    _add_flags(evaluate, EvaluationSettings, "markets", "seed", "decisions", "max_new_tokens")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     judge = commands.add_parser("judge", parents=[debug], help="the local-llm judge's server")
