@@ -13,7 +13,7 @@ again, replacing the window's scores. A tick's work follows the rows written sin
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from babylon_assets.db.connection import AsyncConn, run_with_connection
 from babylon_assets.jobs import window_chain_job
@@ -50,13 +50,14 @@ class DiscoveryCursor(BaseModel):
     @classmethod
     def parse(cls, cursor: str | None) -> "DiscoveryCursor | None":
         """The stored cursor; None before the first tick or after the clock-based cursor of earlier
-        versions (a window key): discovery then reads the whole lookback once."""
+        versions (a window key): discovery then reads the whole lookback once. Anything else is an error."""
         if not cursor:
             return None
         try:
+            parse_window_key(cursor)
+        except ValueError:
             return cls.model_validate_json(cursor)
-        except ValidationError:
-            return None
+        return None
 
 
 class WindowRun(BaseModel):

@@ -376,3 +376,13 @@ def test_a_failed_training_run_is_retried_with_backoff_then_stops_loudly(
     assert "`babylon train`" in message
     run = instance.get_run_by_id(last.run_id)
     assert run is not None and "`babylon train`" in run.tags["babylon/stopped"]
+
+
+def test_the_clock_cursor_of_earlier_versions_restarts_discovery_and_a_corrupt_cursor_fails() -> None:
+    assert fresh_windows.DiscoveryCursor.parse("2026-11-24T13:00") is None
+    assert fresh_windows.DiscoveryCursor.parse(None) is None
+    stored = fresh_windows.DiscoveryCursor(watermark=datetime(2026, 11, 24, 13, 5, tzinfo=UTC))
+    assert fresh_windows.DiscoveryCursor.parse(stored.model_dump_json()) == stored
+    # A cursor that is neither must not silently send discovery back over the whole lookback.
+    with pytest.raises(ValueError, match="watermark"):
+        fresh_windows.DiscoveryCursor.parse('{"seen": {}}')
