@@ -2,7 +2,7 @@
 
     python -m bench.bench_learning [--judge outcome|local-llm] [--windows 5] [--steps 3]
         [--windows-per-step 1] [--markets 6] [--decisions 2] [--learning-rate 2e-4] [--max-seq-len 1024]
-        [--threads 1]
+        [--decoding json-schema|free] [--threads 1]
 
 On a scratch database (BABYLON_BENCH_ADMIN_URL, default the local server): simulate windows of 5 agents,
 validate them, score them with the outcome judge and, with `--judge local-llm`, then with the RULER judge
@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--markets", type=int, default=6)
     parser.add_argument("--decisions", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=EvaluationSettings().max_new_tokens)
+    parser.add_argument("--decoding", choices=["json-schema", "free"], default=EvaluationSettings().decoding)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     # The first turn (persona, market, action format, reply) is 680-790 SmolLM2 tokens: a shorter limit
     # leaves no assistant token to train on.
@@ -191,7 +192,11 @@ def main() -> None:
         print(f"trained the control in {phases['train control']:.0f} s", file=sys.stderr, flush=True)
 
         settings = EvaluationSettings(
-            markets=args.markets, seed=args.seed, decisions=args.decisions, max_new_tokens=args.max_new_tokens
+            markets=args.markets,
+            seed=args.seed,
+            decisions=args.decisions,
+            max_new_tokens=args.max_new_tokens,
+            decoding=args.decoding,
         )
         started = time.perf_counter()
         # Base, trained and scripted strategies (stored like `babylon evaluate`), then the control on the
@@ -216,7 +221,7 @@ def main() -> None:
         f"{args.windows} windows x {AGENTS} agents ({judge_choice} judge), {args.steps} LoRA steps x "
         f"{args.windows_per_step} window(s), lr {args.learning_rate}, max_seq_len {args.max_seq_len}, "
         f"{args.threads} thread(s); {args.markets} unseen markets x {args.decisions} decisions, "
-        f"max {args.max_new_tokens} new tokens, seed {args.seed}"
+        f"max {args.max_new_tokens} new tokens, {args.decoding} decoding, seed {args.seed}"
     )
     agreement = ", ".join(f"{judge} {_tau(tau)}" for judge, tau in taus.items())
     print(f"judge vs realized P&L (mean Kendall tau over windows): {agreement}")

@@ -16,7 +16,7 @@ from babylon_assets.evaluation.evaluate import paired_comparison
 from babylon_assets.evaluation.market_play import (
     AgentAction,
     BuySharesAction,
-    NoTradeAction,
+    HoldAction,
     OpenPerpAction,
     Reply,
     decision_minutes,
@@ -25,11 +25,19 @@ from babylon_assets.evaluation.market_play import (
     parse_action,
     persona,
     play_market,
+    reply_schema,
 )
 from babylon_assets.simulation.episodes import generate_trajectory
 from babylon_assets.simulation.market import TRADING_FEE, Portfolio, simulate_market
 from babylon_assets.tools.cli import main
 from babylon_assets.training import registry
+from babylon_assets.training.hf_policy import (
+    JsonSchemaDecoding,
+    generate_reply,
+    load_base_model,
+    load_tokenizer,
+    resolve_base_model,
+)
 from babylon_assets.training.torch_backend import TorchTrainer
 from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory, TorchSettings
 from babylon_assets.trajectories.messages import ChatMessage
@@ -45,7 +53,7 @@ def test_replies_parse_into_actions_and_anything_else_is_none() -> None:
     assert isinstance(opened, OpenPerpAction) and opened.parameters.ticker == "NOVA"
     bought = parse_action('{"action": "BUY_SHARES", "parameters": {"marketId": "pm-1", "outcome": "NO", "amount": 5}}')
     assert isinstance(bought, BuySharesAction) and bought.parameters.market_id == "pm-1"
-    assert isinstance(parse_action('{"action": "HOLD", "parameters": {}, "reasoning": "wait"}'), NoTradeAction)
+    assert isinstance(parse_action('{"action": "HOLD", "parameters": {}, "reasoning": "wait"}'), HoldAction)
     for reply in (
         "I would buy BABY.",
         '{"action": "OPEN_PERP", "parameters": {"ticker": "NOVA", "side": "up", "margin": 50, "leverage": 3}}',
@@ -129,6 +137,21 @@ def test_an_invalid_or_infeasible_reply_is_held_and_counted() -> None:
     assert hold.pnl == 0 and hold.invalid == 3
 
 
+def test_replies_decoded_under_the_reply_schema_are_actions_whatever_the_weights(tmp_path: Path) -> None:
+    # What `--decoding json-schema` promises: every reply is an action the parser accepts (the market may
+    # still refuse it), even from a random tiny model whose free replies are bytes.
+    folder = resolve_base_model("tiny", tmp_path / "models")
+    tokenizer = load_tokenizer(folder)
+    model = load_base_model(folder)
+    torch.set_num_threads(1)
+    decoding = JsonSchemaDecoding(tokenizer, reply_schema())
+    for prompt in ("Act.", "Trade now."):
+        chat = [ChatMessage(role="user", content=prompt)]
+        constrained = generate_reply(model, tokenizer, chat, 512, decoding)
+        assert parse_action(constrained.text) is not None, constrained.text
+        assert parse_action(generate_reply(model, tokenizer, chat, 64).text) is None
+
+
 def test_paired_comparison_over_the_same_markets() -> None:
     better = paired_comparison([3.0, 5.0, 4.0, 6.0], [1.0, 2.0, 2.0, 3.0])
     assert better.mean_difference == pytest.approx(2.5) and better.win_rate == 1.0
@@ -198,12 +221,14 @@ def test_babylon_evaluate_plays_the_tiny_model_and_stores_the_result(
     monkeypatch.setenv("BABYLON_HOME", str(home))
     monkeypatch.setenv("DATABASE_URL", database_url)
     register_tiny_checkpoint(store_url, tmp_path, home)
-    assert main(["evaluate", "--model", "policy", "--markets", "1", "--decisions", "2", "--max-new-tokens", "8"]) == 0
+    flags = ["--markets", "1", "--decisions", "2", "--max-new-tokens", "8", "--decoding", "free"]
+    assert main(["evaluate", "--model", "policy", *flags]) == 0
     printed = capsys.readouterr().out
     assert "model policy step 1" in printed and "scripted:balanced" in printed
     with connect(store_url) as conn:
         rows = conn.execute(
-            "SELECT r.policy, r.invalid_rate, r.tokens_per_second, array_length(r.market_pnls, 1), e.markets "
+            "SELECT r.policy, r.invalid_rate, r.tokens_per_second, array_length(r.market_pnls, 1), e.markets, "
+            "e.decoding "
             "FROM policy_evaluation_results AS r JOIN policy_evaluations AS e ON e.id = r.evaluation_id "
             "ORDER BY r.policy"
         ).fetchall()
@@ -214,4 +239,4 @@ def test_babylon_evaluate_plays_the_tiny_model_and_stores_the_result(
     # A random tiny model never writes a valid action: every reply is counted invalid and held.
     assert policies["base"][1] == 1.0 and policies["checkpoint"][1] == 1.0
     assert policies["base"][2] > 0 and policies["scripted:balanced"][1] is None
-    assert all(row[3] == 1 and row[4] == 1 for row in rows)
+    assert all(row[3] == 1 and row[4] == 1 and row[5] == "free" for row in rows)

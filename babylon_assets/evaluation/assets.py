@@ -87,6 +87,7 @@ def policy_evaluation(
         "evaluation_id": dg.MetadataValue.int(result.evaluation_id),
         "step": dg.MetadataValue.int(result.step),
         "markets": dg.MetadataValue.int(settings.markets),
+        "decoding": dg.MetadataValue.text(settings.decoding),
         "checkpoint_mean_pnl": dg.MetadataValue.float(checkpoint.mean_pnl),
         "base_mean_pnl": dg.MetadataValue.float(base.mean_pnl),
         "checkpoint_invalid_rate": dg.MetadataValue.float(checkpoint.invalid_rate or 0.0),

@@ -25,11 +25,13 @@ from babylon_assets.evaluation.market_play import (
     evaluation_market,
     persona,
     play_market,
+    reply_schema,
     scripted_pnl,
 )
 from babylon_assets.evaluation.settings import EvaluationSettings
 from babylon_assets.simulation.strategies import STRATEGIES
 from babylon_assets.training.hf_policy import (
+    JsonSchemaDecoding,
     generate_reply,
     load_base_model,
     load_tokenizer,
@@ -105,11 +107,12 @@ def paired_comparison(candidate: Sequence[float], reference: Sequence[float]) ->
     )
 
 
-def _responder(model: torch.nn.Module, folder: Path, max_new_tokens: int) -> Respond:
+def _responder(model: torch.nn.Module, folder: Path, settings: EvaluationSettings) -> Respond:
     tokenizer = load_tokenizer(folder)
+    decoding = JsonSchemaDecoding(tokenizer, reply_schema()) if settings.decoding == "json-schema" else None
 
     def respond(messages: Sequence[ChatMessage]) -> Reply:
-        reply = generate_reply(model, tokenizer, messages, max_new_tokens)
+        reply = generate_reply(model, tokenizer, messages, settings.max_new_tokens, decoding)
         return Reply(text=reply.text, tokens=reply.tokens, seconds=reply.seconds)
 
     return respond
@@ -131,7 +134,7 @@ def load_checkpoint_policy(base_path: Path, location: Path) -> torch.nn.Module:
 
 def play_policy(model: torch.nn.Module, tokenizer_folder: Path, settings: EvaluationSettings) -> list[EpisodeResult]:
     """`model` plays the settings' markets (the same for every policy) as the settings' persona."""
-    respond = _responder(model, tokenizer_folder, settings.max_new_tokens)
+    respond = _responder(model, tokenizer_folder, settings)
     agent = persona(settings.persona)
     return [
         play_market(respond, market, window_id, agent, settings.decisions)
@@ -252,8 +255,8 @@ def evaluate_checkpoint(
 def store_evaluation(url: str, checkpoint_id: int, settings: EvaluationSettings, scores: Sequence[PolicyScore]) -> int:
     with connect(url) as conn, conn.transaction():
         row = conn.execute(
-            "INSERT INTO policy_evaluations (checkpoint_id, seed, markets, decisions, persona, max_new_tokens) "
-            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            "INSERT INTO policy_evaluations (checkpoint_id, seed, markets, decisions, persona, max_new_tokens, "
+            "decoding) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (
                 checkpoint_id,
                 settings.seed,
@@ -261,6 +264,7 @@ def store_evaluation(url: str, checkpoint_id: int, settings: EvaluationSettings,
                 settings.decisions,
                 settings.persona,
                 settings.max_new_tokens,
+                settings.decoding,
             ),
         ).fetchone()
         if row is None:
@@ -295,7 +299,8 @@ def render_evaluation(result: EvaluationResult) -> str:
     replies, tokens/s."""
     lines = [
         f"model {result.model_name} step {result.step}: {result.settings.markets} market(s) of "
-        f"{result.settings.decisions} decision(s), seed {result.settings.seed}, persona {result.settings.persona}",
+        f"{result.settings.decisions} decision(s), seed {result.settings.seed}, persona {result.settings.persona}, "
+        f"{result.settings.decoding} decoding",
         f"{'policy':<22} {'mean P&L':>9} {'vs base (95% CI)':>28} {'p':>6} {'win':>5} {'invalid':>8} {'tok/s':>6}",
     ]
     for score in result.policies:

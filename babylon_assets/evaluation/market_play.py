@@ -11,9 +11,9 @@ import json
 import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 from babylon_assets.simulation.episodes import generate_trajectory, user_prompt
 from babylon_assets.simulation.market import (
@@ -40,25 +40,34 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
 
+# Bounds on the free-text fields, so that a reply decoded under the schema always ends: a ticker, a
+# market id (the game's are cuids of about 25 characters), a post as long as the feed allows.
+Ticker = Annotated[str, Field(max_length=16)]
+MarketId = Annotated[str, Field(alias="marketId", max_length=64)]
+# For the decoder only (parsing takes any positive number): cents, as the simulator's agents write them,
+# and at most a million points (a book starts with 1,000), so that a decoded number ends too.
+Points = Annotated[float, Field(gt=0, json_schema_extra={"multipleOf": 0.01, "maximum": 1_000_000})]
+
+
 class OpenPerp(Frozen):
-    ticker: str
+    ticker: Ticker
     side: Literal["long", "short"]
-    margin: float = Field(gt=0)
+    margin: Points
     leverage: int = Field(ge=1, le=MAX_LEVERAGE)
 
 
 class ClosePerp(Frozen):
-    ticker: str
+    ticker: Ticker
 
 
 class BuyShares(Frozen):
-    market_id: str = Field(alias="marketId")
+    market_id: MarketId
     outcome: Literal["YES", "NO"]
-    amount: float = Field(gt=0)
+    amount: Points
 
 
 class SellShares(Frozen):
-    market_id: str = Field(alias="marketId")
+    market_id: MarketId
 
 
 class OpenPerpAction(Frozen):
@@ -81,17 +90,59 @@ class SellSharesAction(Frozen):
     parameters: SellShares
 
 
-class NoTradeAction(Frozen):
-    """HOLD, or a social post: neither changes the book."""
+class NoParameters(Frozen):
+    pass
 
-    action: Literal["HOLD", "CREATE_POST"]
+
+class Post(Frozen):
+    content: str = Field(max_length=280)
+
+
+class HoldAction(Frozen):
+    action: Literal["HOLD"]
+    parameters: NoParameters = NoParameters()
+
+
+class PostAction(Frozen):
+    """A social post: it does not change the book."""
+
+    action: Literal["CREATE_POST"]
+    parameters: Post
 
 
 AgentAction = Annotated[
-    OpenPerpAction | ClosePerpAction | BuySharesAction | SellSharesAction | NoTradeAction,
+    OpenPerpAction | ClosePerpAction | BuySharesAction | SellSharesAction | HoldAction | PostAction,
     Field(discriminator="action"),
 ]
 _ACTION = TypeAdapter(AgentAction)
+# A sentence, as the prompt asks; the bound keeps a reply decoded under the schema inside max_new_tokens.
+REASONING_CHARACTERS = 160
+
+
+def reply_schema() -> dict[str, JsonValue]:
+    """The JSON schema of a reply as the prompt states it (simulation/episodes.ACTION_FORMAT): one action
+    with exactly its parameters, then the reasoning. Built from the action models, so decoding under it
+    (`--decoding json-schema`) yields replies that `parse_action` accepts."""
+    choices: list[JsonValue] = []
+    for variant in get_args(get_args(AgentAction)[0]):
+        (name,) = get_args(variant.model_fields["action"].annotation)
+        parameters = variant.model_fields["parameters"].annotation
+        if not (isinstance(parameters, type) and issubclass(parameters, BaseModel)):
+            raise TypeError(f"{variant.__name__}.parameters must be a model")
+        closed: dict[str, JsonValue] = {**parameters.model_json_schema(by_alias=True), "additionalProperties": False}
+        choices.append(
+            {
+                "type": "object",
+                "properties": {
+                    "action": {"const": name},
+                    "parameters": closed,
+                    "reasoning": {"type": "string", "maxLength": REASONING_CHARACTERS},
+                },
+                "required": ["action", "parameters", "reasoning"],
+                "additionalProperties": False,
+            }
+        )
+    return {"anyOf": choices}
 
 
 def parse_action(reply: str) -> AgentAction | None:
@@ -114,7 +165,7 @@ def execute(action: AgentAction, market: SimulatedMarket, book: Portfolio, minut
     """Apply `action` to `book` at `minute` with the simulator's rules; False (book unchanged) when the
     market cannot carry it out: unknown ticker or market, not enough cash, nothing to close or sell,
     or a position already open there."""
-    if isinstance(action, NoTradeAction):
+    if isinstance(action, HoldAction | PostAction):
         return True
     if isinstance(action, OpenPerpAction):
         order = action.parameters

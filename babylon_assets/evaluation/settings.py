@@ -1,6 +1,8 @@
 """How a closed-loop evaluation is played, as a plain model without Dagster or torch: `babylon evaluate`'s
 flags and policy_evaluation's run config are built from these fields, so each default is written once."""
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from babylon_assets.simulation.strategies import StrategyName
@@ -15,3 +17,10 @@ class EvaluationSettings(BaseModel):
     # Fits a complete action: the simulator's recorded replies, which the policy learns, take up to ~92
     # SmolLM2 tokens; a reply cut short is unparseable.
     max_new_tokens: int = Field(default=128, ge=1, description="reply length limit")
+    # Agents in the game answer through structured outputs; "free" measures whether a model follows the
+    # format on its own (SmolLM2-135M never did: docs in the README's learning benchmark).
+    decoding: Literal["json-schema", "free"] = Field(
+        default="json-schema",
+        description="json-schema: replies are decoded under the action format's JSON schema, so every reply "
+        "is an action and the policy is judged on which; free: unconstrained decoding",
+    )

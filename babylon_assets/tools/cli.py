@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--model", default=None, help="model name (default: the trainer resource's)")
     evaluate.add_argument("--step", type=_positive, default=None, help="checkpoint step (default: the latest)")
-    _add_flags(evaluate, EvaluationSettings, "markets", "seed", "decisions", "max_new_tokens")
+    _add_flags(evaluate, EvaluationSettings, "markets", "seed", "decisions", "max_new_tokens", "decoding")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     judge = commands.add_parser("judge", parents=[debug], help="the local-llm judge's server")

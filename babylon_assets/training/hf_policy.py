@@ -8,19 +8,23 @@ Either is saved once under babylon_home()/models, so every later load is an ordi
 import fcntl
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import llguidance
+import llguidance.hf
 import torch
 from peft import PeftModel
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
@@ -28,7 +32,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from babylon_assets.errors import ConfigurationError
+from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.training.files import write_folder_atomically
 from babylon_assets.training.gguf import smollm2_gguf
 from babylon_assets.training.grpo import EncodedChat
@@ -249,10 +253,54 @@ class GeneratedReply(BaseModel):
     seconds: float
 
 
+class JsonSchemaDecoding:
+    """Decoding under a JSON schema, as an LLM API's structured outputs do: at each step every token that
+    would leave the schema's grammar is masked (llguidance), and once the value is complete only the end
+    of the sequence remains. The model still chooses among the valid replies."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, schema: Mapping[str, JsonValue]) -> None:
+        if not isinstance(tokenizer, PreTrainedTokenizerFast):
+            raise ConfigurationError("decoding under a JSON schema needs a fast (Rust) Hugging Face tokenizer")
+        # Building the token trie costs about a second: once per policy, not per reply.
+        self._tokenizer = llguidance.hf.from_tokenizer(tokenizer)
+        # The separators of json.dumps, in which the simulator records the replies a policy is trained on.
+        self._grammar = llguidance.LLMatcher.grammar_from_json_schema(
+            dict(schema), defaults={"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+        )
+        error = llguidance.LLMatcher.validate_grammar(self._grammar, self._tokenizer)
+        if error:
+            raise ConfigurationError(f"the reply schema does not compile to a grammar: {error}")
+
+    def processor(self, prompt_length: int) -> LogitsProcessor:
+        return _GrammarMask(llguidance.LLMatcher(self._tokenizer, self._grammar, log_level=0), prompt_length)
+
+
+class _GrammarMask(LogitsProcessor):
+    def __init__(self, matcher: llguidance.LLMatcher, prompt_length: int) -> None:
+        self._matcher = matcher
+        self._prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] > self._prompt_length and not self._matcher.consume_token(int(input_ids[0, -1])):
+            raise BabylonError(
+                f"the reply left the schema although its tokens were masked ({self._matcher.get_error()}): the "
+                "tokenizer and the model disagree on the vocabulary; use the tokenizer saved with the model"
+            )
+        allowed = torch.zeros(scores.shape[1], dtype=torch.bool)
+        bias = torch.frombuffer(bytearray(self._matcher.compute_logit_bias()), dtype=torch.uint8)[: scores.shape[1]]
+        allowed[: bias.shape[0]] = bias > 0
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+
+
 def generate_reply(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatMessage], max_new_tokens: int
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[ChatMessage],
+    max_new_tokens: int,
+    decoding: JsonSchemaDecoding | None = None,
 ) -> GeneratedReply:
-    """The assistant's next message after `messages`, decoded greedily (deterministic for a given model)."""
+    """The assistant's next message after `messages`, decoded greedily (deterministic for a given model),
+    freely or under `decoding`'s schema."""
     undo_art_mask_patch()
     prompt = tokenizer.apply_chat_template(
         [{"role": message.role, "content": message.content} for message in messages],
@@ -273,6 +321,7 @@ def generate_reply(
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([] if decoding is None else [decoding.processor(ids.shape[1])]),
         )
     seconds = time.perf_counter() - started
     new_tokens: list[int] = output[0, ids.shape[1] :].tolist()
