@@ -287,6 +287,10 @@ class RulerJudge:
             include={"judge_model", "permutations", "max_trajectory_tokens", "grammar_constrained"}
         )
 
+    @property
+    def reads_steps(self) -> bool:
+        return True
+
     def limiter(self) -> asyncio.Semaphore:
         """The concurrency limit on judge requests, across all groups and windows of this event loop."""
         loop = asyncio.get_running_loop()
