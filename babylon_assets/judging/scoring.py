@@ -31,7 +31,7 @@ from babylon_assets.judging.judge import (
     total_stats,
 )
 from babylon_assets.trajectories.models import Trajectory, window_key
-from babylon_assets.trajectories.reader import AcceptedRow, ValidatedContent, load_validated, validated_content
+from babylon_assets.trajectories.reader import AcceptedRow, ValidatedContent, load_accepted, validated_content
 
 # How long judging one window may take, all its groups, orders and retries together (a judge that
 # never answers would otherwise hold the window for attempts x timeout per order).
@@ -182,7 +182,7 @@ async def _parsed_groups(
     if not judge.reads_steps:
         return [[] for _ in row_groups]
     async with lock:
-        trajectories, _outcomes = await load_validated(conn, window_id)
+        trajectories = await load_accepted(conn, window_id)
     groups = split_groups(trajectories, judge.group_size)
     if _members(groups) != _members(row_groups) or trajectories[0].snapshot_id != content.snapshot_id:
         raise BabylonError(

@@ -221,13 +221,6 @@ async def load_window(conn: AsyncConn, window_id: datetime, *, min_actions: int)
     )
 
 
-async def load_accepted(conn: AsyncConn, window_id: datetime) -> list[Trajectory]:
-    """The rows the window's last stored validation accepted (see `validation.validate_window`), read from
-    the snapshot that validation used."""
-    trajectories, _outcomes = await load_validated(conn, window_id)
-    return trajectories
-
-
 def _never_validated(window_id: datetime) -> BabylonError:
     return BabylonError(
         f"window {window_key(window_id)} has never been validated; validate it first "
@@ -235,17 +228,11 @@ def _never_validated(window_id: datetime) -> BabylonError:
     )
 
 
-async def load_validated(conn: AsyncConn, window_id: datetime) -> tuple[list[Trajectory], MarketOutcomes]:
-    """The window's accepted rows and the ground truth ingested with them, from the snapshot its last
-    validation used: two statements in one round trip."""
+async def load_accepted(conn: AsyncConn, window_id: datetime) -> list[Trajectory]:
+    """The rows the window's last stored validation accepted (see `validation.validate_window`), read from
+    the snapshot that validation used: two statements in one round trip."""
     async with conn.pipeline(), conn.cursor() as snapshot, conn.cursor() as accepted:
-        await snapshot.execute(
-            """
-            SELECT v.snapshot_id, s.outcomes::text FROM window_validations v
-            JOIN window_snapshots s ON s.id = v.snapshot_id WHERE v.window_id = %s
-            """,
-            (window_id,),
-        )
+        await snapshot.execute("SELECT snapshot_id FROM window_validations WHERE window_id = %s", (window_id,))
         await accepted.execute(
             """
             SELECT r.source_id, r.recorded::text FROM window_validations v
@@ -270,7 +257,7 @@ async def load_validated(conn: AsyncConn, window_id: datetime) -> tuple[list[Tra
                 f"({parsed}); validate the window again"
             )
         trajectories.append(Trajectory(window_id=window_id, snapshot_id=snapshot_id, row=parsed))
-    return trajectories, MarketOutcomes.model_validate_json(found[1])
+    return trajectories
 
 
 class AcceptedRow(BaseModel):
