@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from statistics import fmean
 
-from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
@@ -308,13 +307,18 @@ async def _store(
     async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
         # Two runs storing the same window at once would collide on trajectory_scores' key.
         await lock_window(cur, WindowLock.SCORES, window_id)
-        await cur.execute("DELETE FROM judge_groups WHERE window_id = %s", (window_id,))
+        # The window's earlier results in one statement (judge_groups' deletion cascades to the
+        # permutation scores at its end).
         await cur.execute(
-            "DELETE FROM trajectory_scores WHERE window_id = %s OR trajectory_id = ANY(%s)", (window_id, ids)
+            """
+            WITH groups AS (DELETE FROM judge_groups WHERE window_id = %(window)s),
+                 scores AS (DELETE FROM trajectory_scores WHERE window_id = %(window)s OR trajectory_id = ANY(%(ids)s)),
+                 summary AS (DELETE FROM window_scores WHERE window_id = %(window)s),
+                 stats AS (DELETE FROM judge_window_stats WHERE window_id = %(window)s)
+            DELETE FROM judge_failures WHERE window_id = %(window)s
+            """,
+            {"window": window_id, "ids": ids},
         )
-        for table in ("window_scores", "judge_window_stats", "judge_failures"):
-            delete = sql.SQL("DELETE FROM {} WHERE window_id = %s").format(sql.Identifier(table))
-            await cur.execute(delete, (window_id,))
         # Each table's rows go in one statement, as arrays (judge_groups' trajectory_ids as JSON: unnest
         # would flatten an array of arrays).
         await cur.execute(
