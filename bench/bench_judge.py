@@ -4,7 +4,8 @@
 
 Creates a scratch database on BABYLON_BENCH_ADMIN_URL (default the local server), simulates and
 validates the windows, then scores them all with `score_windows` three times:
-- outcome judge (no calls): the cost of loading, splitting and storing alone, target under 1 s;
+- outcome judge (no calls): reading the rows' facts (recorded at validation), splitting and storing, target
+  under 1 s;
 - RULER, cold cache: wall time next to the ideal, calls x latency / concurrency, target at most 1.2x;
 - RULER, warm cache: the re-run, which must make no judge call at all, target under 1 s.
 The baseline for the last two is the floor of any scoring: one query fetching every window's accepted
@@ -121,7 +122,7 @@ def main() -> None:
         )
         print(f"baseline: fetch + parse all: {floor:7.2f} s  (one query for every window's accepted rows)")
         print(
-            f"outcome judge (no calls)   : {outcome_wall:7.2f} s  (load, split, store; {outcome_wall / floor:.1f}x "
+            f"outcome judge (no calls)   : {outcome_wall:7.2f} s  (facts, split, store; {outcome_wall / floor:.1f}x "
             f"baseline; target < {TARGET_WARM_SECONDS:g} s)"
         )
         print(

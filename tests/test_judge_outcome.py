@@ -11,10 +11,11 @@ from pydantic import JsonValue
 from babylon_assets.db.connection import AsyncConn, connect_async
 from babylon_assets.judging.cache import AnswerCache
 from babylon_assets.judging.groups import permutation_orders, split_groups
-from babylon_assets.judging.judge import JudgeGroup
+from babylon_assets.judging.judge import JudgeFailedError, JudgeGroup
 from babylon_assets.judging.outcome_judge import OUTCOME_RUBRIC_VERSION, OutcomeJudge, assess
 from babylon_assets.judging.scoring import score_completeness, score_window
 from babylon_assets.simulation.writer import simulate
+from babylon_assets.trajectories.facts import FACTS_VERSION, trajectory_facts
 from babylon_assets.trajectories.models import (
     Action,
     EnvironmentState,
@@ -25,7 +26,7 @@ from babylon_assets.trajectories.models import (
     StockOutcome,
     Trajectory,
 )
-from babylon_assets.trajectories.reader import load_accepted
+from babylon_assets.trajectories.reader import AcceptedRow, load_accepted
 from tests.support.trajectory_rows import ingest_and_validate, trajectory_from_steps
 
 WINDOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
@@ -89,27 +90,55 @@ BAD_CALLS: list[tuple[str, dict[str, JsonValue]]] = [
 ]
 
 
+def group_of(trajectories: list[Trajectory]) -> JudgeGroup:
+    """The group as scoring hands it to the outcome judge: rows with their facts, no steps."""
+    rows = [
+        AcceptedRow(
+            source_id=f"row-{t.trajectory_id}",
+            trajectory_id=t.trajectory_id,
+            agent_id=t.agent_id,
+            content_hash="0" * 64,
+            facts=trajectory_facts(t),
+        )
+        for t in trajectories
+    ]
+    return JudgeGroup(window_id=WINDOW, group_index=0, rows=rows, trajectories=[], outcomes=OUTCOMES)
+
+
 async def test_the_outcome_judge_ranks_a_clearly_better_trajectory_higher(conn: AsyncConn) -> None:
     good = trajectory("good", [0, 10, 25, 40], GOOD_CALLS)
     bad = trajectory("bad", [0, -60, -150, -90], BAD_CALLS)
     middling = trajectory("middling", [0, 5, -5, 2], [GOOD_CALLS[0], BAD_CALLS[1]])
-    group = JudgeGroup(window_id=WINDOW, group_index=0, trajectories=[bad, middling, good], outcomes=OUTCOMES)
 
-    result = await OutcomeJudge().score_group(group, AnswerCache(conn, asyncio.Lock()))
+    result = await OutcomeJudge().score_group(group_of([bad, middling, good]), AnswerCache(conn, asyncio.Lock()))
 
     assert result.scores["good"] > result.scores["middling"] > result.scores["bad"]
     assert all(0.0 <= score <= 1.0 for score in result.scores.values())
     assert result.stats.calls_made == 0
-    assert assess(good, OUTCOMES).calls_correct == 2 and assess(bad, OUTCOMES).calls_correct == 0
-    assert assess(bad, OUTCOMES).max_drawdown == 150
+    assert assess(trajectory_facts(good), OUTCOMES).calls_correct == 2
+    assert assess(trajectory_facts(bad), OUTCOMES).calls_correct == 0
+    assert assess(trajectory_facts(bad), OUTCOMES).max_drawdown == 150
+
+
+async def test_the_outcome_judge_refuses_rows_validated_without_facts_or_under_other_facts(conn: AsyncConn) -> None:
+    good = trajectory("good", [0, 10, 25, 40], GOOD_CALLS)
+    cache = AnswerCache(conn, asyncio.Lock())
+    (row,) = group_of([good]).rows
+    older = trajectory_facts(good).model_copy(update={"version": FACTS_VERSION - 1})
+
+    for facts in (None, older):
+        group = group_of([good]).model_copy(update={"rows": [row.model_copy(update={"facts": facts})]})
+        with pytest.raises(JudgeFailedError, match="validate the window again"):
+            await OutcomeJudge().score_group(group, cache)
 
 
 def test_selling_yes_shares_is_a_call_on_no_and_closing_is_no_call() -> None:
     sold_yes = trajectory("sold", [0, 1], [("SELL_SHARES", {"marketId": "rates", "outcome": "YES", "shares": 3})])
     closed = trajectory("closed", [0, 1], [("CLOSE_PERP", {"ticker": "BABY"})])
 
-    assert (assess(sold_yes, OUTCOMES).calls_correct, assess(sold_yes, OUTCOMES).calls_judged) == (1, 1)
-    assert assess(closed, OUTCOMES).calls_judged == 0
+    sold = assess(trajectory_facts(sold_yes), OUTCOMES)
+    assert (sold.calls_correct, sold.calls_judged) == (1, 1)
+    assert assess(trajectory_facts(closed), OUTCOMES).calls_judged == 0
 
 
 def test_the_split_is_balanced_and_does_not_depend_on_input_order() -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegative
 from babylon_assets.errors import BabylonError
 from babylon_assets.judging.cache import AnswerCache
 from babylon_assets.trajectories.models import MarketOutcomes, Trajectory
+from babylon_assets.trajectories.reader import AcceptedRow
 
 UnitScore = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
@@ -28,7 +29,10 @@ class JudgeGroup(BaseModel):
 
     window_id: datetime
     group_index: NonNegativeInt
-    trajectories: Annotated[list[Trajectory], Field(min_length=1)]
+    # The group's rows as validation accepted them (with their facts), in the split's order.
+    rows: Annotated[list[AcceptedRow], Field(min_length=1)]
+    # The same rows parsed, for a judge that reads steps (`Judge.reads_steps`); empty for one that does not.
+    trajectories: list[Trajectory]
     outcomes: MarketOutcomes
 
 
@@ -113,6 +117,12 @@ class Judge(Protocol):
         group's rows (model, orders, view budget), as text: a group judged before under the same key is
         taken from the group cache without being shown again. None for a judge that makes no calls: its
         scores are computed from the rows every time."""
+        ...
+
+    @property
+    def reads_steps(self) -> bool:
+        """Whether it reads the group's trajectories (their steps); one that scores from the rows' facts
+        (recorded at validation) and the ground truth is spared loading and parsing the window's rows."""
         ...
 
     async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:

@@ -6,13 +6,14 @@ score is absolute, so it does not depend on how a window was split:
 """
 
 import math
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from babylon_assets.judging.cache import AnswerCache
-from babylon_assets.judging.judge import CallStats, GroupScoring, JudgeGroup, PermutationScore
-from babylon_assets.trajectories.models import Action, MarketOutcomes, Trajectory
+from babylon_assets.judging.judge import CallStats, GroupScoring, JudgeFailedError, JudgeGroup, PermutationScore
+from babylon_assets.trajectories.facts import FACTS_VERSION, TrajectoryFacts
+from babylon_assets.trajectories.models import MarketOutcomes, window_key
+from babylon_assets.trajectories.reader import AcceptedRow
 
 OUTCOME_RUBRIC_VERSION = "outcome-2026-11-24.1"
 
@@ -49,64 +50,38 @@ class OutcomeAssessment(BaseModel):
         )
 
 
-def _text(action: Action, *names: str) -> str | None:
-    for name in names:
-        value = action.parameters.get(name)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-_SIDES: dict[str, Literal[1, -1]] = {"YES": 1, "LONG": 1, "NO": -1, "SHORT": -1}
-
-
-def _direction(action: Action) -> Literal[1, -1] | None:
-    """+1 for a bet on YES / a price rise, -1 for the opposite, None for no directional bet."""
-    kind = action.action_type.upper()
-    selling = "SELL" in kind
-    side = _SIDES.get((_text(action, "side", "outcome", "direction") or "").upper())
-    if side is not None and not kind.startswith("CLOSE"):
-        return -side if selling else side  # selling YES shares is a bet on NO
-    if "BUY" in kind:
-        return 1
-    if selling:
-        return -1
-    return None
-
-
-def assess(trajectory: Trajectory, outcomes: MarketOutcomes) -> OutcomeAssessment:
+def assess(facts: TrajectoryFacts, outcomes: MarketOutcomes) -> OutcomeAssessment:
     """Realised window P&L, directional calls right vs the outcomes, and the worst P&L drawdown."""
     resolved = {market.market_id: market.outcome for market in outcomes.predictions if market.outcome != "UNRESOLVED"}
     moves = {stock.ticker: stock.change_percent for stock in outcomes.stocks if stock.change_percent}
     correct = judged = 0
-    for step in trajectory.steps:
-        action = step.action
-        direction = _direction(action) if action.success else None
-        if direction is None:
-            continue
-        market = _text(action, "marketId", "market_id")
-        ticker = _text(action, "ticker", "symbol")
-        if market is not None and market in resolved:
-            truth = 1 if resolved[market] == "YES" else -1
-        elif ticker is not None and ticker in moves:
-            truth = 1 if moves[ticker] > 0 else -1
+    for call in facts.calls:
+        if call.market_id is not None and call.market_id in resolved:
+            truth = 1 if resolved[call.market_id] == "YES" else -1
+        elif call.ticker is not None and call.ticker in moves:
+            truth = 1 if moves[call.ticker] > 0 else -1
         else:
             continue
         judged += 1
-        correct += direction == truth
-    peak = -math.inf
-    drawdown = 0.0
-    for step in trajectory.steps:
-        pnl = step.environment_state.agent_pnl
-        peak = max(peak, pnl)
-        drawdown = max(drawdown, peak - pnl)
+        correct += call.direction == truth
     return OutcomeAssessment(
-        window_pnl=trajectory.window_pnl, calls_correct=correct, calls_judged=judged, max_drawdown=drawdown
+        window_pnl=facts.window_pnl, calls_correct=correct, calls_judged=judged, max_drawdown=facts.max_drawdown
     )
 
 
+def _facts(group: JudgeGroup, row: AcceptedRow) -> TrajectoryFacts:
+    if row.facts is None or row.facts.version != FACTS_VERSION:
+        raise JudgeFailedError(
+            f"window {window_key(group.window_id)}: row {row.source_id} was validated "
+            + ("before facts were recorded" if row.facts is None else f"with facts version {row.facts.version}")
+            + f" (the outcome judge needs version {FACTS_VERSION}); validate the window again"
+        )
+    return row.facts
+
+
 class OutcomeJudge:
-    """Scores every trajectory from ground truth; one 'permutation' per group, no calls."""
+    """Scores every trajectory from ground truth and the facts validation recorded for its row (it reads no
+    steps); one 'permutation' per group, no calls."""
 
     def __init__(self, group_size: int = 8) -> None:
         if group_size < 1:
@@ -133,21 +108,25 @@ class OutcomeJudge:
     def settings_key(self) -> None:
         return None
 
+    @property
+    def reads_steps(self) -> bool:
+        return False
+
     async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:
-        assessments = [(trajectory, assess(trajectory, group.outcomes)) for trajectory in group.trajectories]
+        assessments = [(row, assess(_facts(group, row), group.outcomes)) for row in group.rows]
         return GroupScoring(
             group_index=group.group_index,
-            scores={trajectory.trajectory_id: assessment.score for trajectory, assessment in assessments},
+            scores={row.trajectory_id: assessment.score for row, assessment in assessments},
             permutations=[
                 PermutationScore(
                     permutation=0,
-                    trajectory_id=trajectory.trajectory_id,
+                    trajectory_id=row.trajectory_id,
                     position=position,
                     score=assessment.score,
                     explanation=assessment.explanation(),
                     cache_key=None,
                 )
-                for position, (trajectory, assessment) in enumerate(assessments, start=1)
+                for position, (row, assessment) in enumerate(assessments, start=1)
             ],
             stats=CallStats(),
         )

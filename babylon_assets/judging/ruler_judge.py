@@ -46,7 +46,7 @@ from babylon_assets.judging.judge import (
 from babylon_assets.judging.judge_view import judge_messages
 from babylon_assets.judging.rubric import RUBRIC_VERSION, rubric_with_outcomes
 from babylon_assets.judging.ruler_settings import RulerSettings
-from babylon_assets.trajectories.models import window_key
+from babylon_assets.trajectories.models import Trajectory, window_key
 
 # LiteLLM prints a "Give Feedback / Get Help" banner to stdout on every failed call; our errors say
 # what happened instead.
@@ -287,6 +287,10 @@ class RulerJudge:
             include={"judge_model", "permutations", "max_trajectory_tokens", "grammar_constrained"}
         )
 
+    @property
+    def reads_steps(self) -> bool:
+        return True
+
     def limiter(self) -> asyncio.Semaphore:
         """The concurrency limit on judge requests, across all groups and windows of this event loop."""
         loop = asyncio.get_running_loop()
@@ -314,14 +318,20 @@ class RulerJudge:
             params["api_key"] = self.settings.api_key.get_secret_value()
         return params
 
-    async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:
-        ids = [trajectory.trajectory_id for trajectory in group.trajectories]
-        message_lists = [
+    def _views(self, trajectories: Sequence[Trajectory]) -> list[list[ChatCompletionMessageParam]]:
+        """Each trajectory's messages as the judge is shown them, within the token budget."""
+        return [
             _CHAT_MESSAGES.validate_python(
                 [message.model_dump() for message in judge_messages(trajectory, self.settings.max_trajectory_tokens)]
             )
-            for trajectory in group.trajectories
+            for trajectory in trajectories
         ]
+
+    async def score_group(self, group: JudgeGroup, cache: AnswerCache) -> GroupScoring:
+        ids = [trajectory.trajectory_id for trajectory in group.trajectories]
+        # In a worker thread: counting tokens releases the GIL, so the event loop goes on sending and
+        # receiving the other groups' calls meanwhile instead of holding them for each window's views.
+        message_lists = await asyncio.to_thread(self._views, group.trajectories)
         rubric = rubric_with_outcomes(group.outcomes)
         orders = permutation_orders(ids, self.settings.permutations)
         # Every order runs to its end (answers obtained are cached) before a failure is raised.

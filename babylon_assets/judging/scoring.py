@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from statistics import fmean
 
-from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
@@ -30,8 +29,8 @@ from babylon_assets.judging.judge import (
     UnitScore,
     total_stats,
 )
-from babylon_assets.trajectories.models import window_key
-from babylon_assets.trajectories.reader import AcceptedRow, load_validated, validated_content
+from babylon_assets.trajectories.models import Trajectory, window_key
+from babylon_assets.trajectories.reader import AcceptedRow, ValidatedContent, load_accepted, validated_content
 
 # How long judging one window may take, all its groups, orders and retries together (a judge that
 # never answers would otherwise hold the window for attempts x timeout per order).
@@ -117,13 +116,7 @@ async def _score_window(
                 await _store(conn, window_id, content.snapshot_id, row_groups, scorings, scoring, {})
             return scoring
 
-        async with lock:
-            trajectories, outcomes = await load_validated(conn, window_id)
-        if not trajectories:
-            raise NothingToScoreError(f"window {key} has no accepted trajectories to score; validate it again")
-        groups = split_groups(trajectories, judge.group_size)
-        if _members(groups) != _members(row_groups) or trajectories[0].snapshot_id != content.snapshot_id:
-            raise BabylonError(f"window {key} was validated again while it was being scored; score it again")
+        groups = await _parsed_groups(conn, lock, judge, window_id, content, row_groups)
         cache = AnswerCache(conn, lock)
         try:
             async with asyncio.timeout(deadline_seconds):
@@ -132,10 +125,16 @@ async def _score_window(
                         _known(hits[index])
                         if index in hits
                         else judge.score_group(
-                            JudgeGroup(window_id=window_id, group_index=index, trajectories=group, outcomes=outcomes),
+                            JudgeGroup(
+                                window_id=window_id,
+                                group_index=index,
+                                rows=rows,
+                                trajectories=trajectories,
+                                outcomes=content.outcomes,
+                            ),
                             cache,
                         )
-                        for index, group in enumerate(groups)
+                        for index, (rows, trajectories) in enumerate(zip(row_groups, groups, strict=True))
                     ),
                     return_exceptions=True,
                 )
@@ -152,10 +151,10 @@ async def _score_window(
                 raise first
             raise JudgeFailedError(f"{first} (and {len(failures) - 1} more group(s) of window {key} failed)")
         scorings = [result for result in results if isinstance(result, GroupScoring)]
-        scoring = _summarize(judge, window_id, groups, scorings)
+        scoring = _summarize(judge, window_id, row_groups, scorings)
         fresh = {group_keys[index]: result for index, result in enumerate(scorings) if group_keys and index not in hits}
         async with lock:
-            await _store(conn, window_id, content.snapshot_id, groups, scorings, scoring, fresh)
+            await _store(conn, window_id, content.snapshot_id, row_groups, scorings, scoring, fresh)
         return scoring
     except BabylonError as error:
         async with lock:
@@ -168,6 +167,27 @@ async def _score_window(
                 (window_id, judge.name, str(error)),
             )
         raise
+
+
+async def _parsed_groups(
+    conn: AsyncConn,
+    lock: asyncio.Lock,
+    judge: Judge,
+    window_id: datetime,
+    content: ValidatedContent,
+    row_groups: list[list[AcceptedRow]],
+) -> list[list[Trajectory]]:
+    """The groups' rows loaded and parsed, for a judge that reads steps; empty groups for one that does not."""
+    if not judge.reads_steps:
+        return [[] for _ in row_groups]
+    async with lock:
+        trajectories = await load_accepted(conn, window_id)
+    groups = split_groups(trajectories, judge.group_size)
+    if _members(groups) != _members(row_groups) or trajectories[0].snapshot_id != content.snapshot_id:
+        raise BabylonError(
+            f"window {window_key(window_id)} was validated again while it was being scored; score it again"
+        )
+    return groups
 
 
 async def _known(scoring: GroupScoring) -> GroupScoring:
@@ -287,13 +307,18 @@ async def _store(
     async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
         # Two runs storing the same window at once would collide on trajectory_scores' key.
         await lock_window(cur, WindowLock.SCORES, window_id)
-        await cur.execute("DELETE FROM judge_groups WHERE window_id = %s", (window_id,))
+        # The window's earlier results in one statement (judge_groups' deletion cascades to the
+        # permutation scores at its end).
         await cur.execute(
-            "DELETE FROM trajectory_scores WHERE window_id = %s OR trajectory_id = ANY(%s)", (window_id, ids)
+            """
+            WITH groups AS (DELETE FROM judge_groups WHERE window_id = %(window)s),
+                 scores AS (DELETE FROM trajectory_scores WHERE window_id = %(window)s OR trajectory_id = ANY(%(ids)s)),
+                 summary AS (DELETE FROM window_scores WHERE window_id = %(window)s),
+                 stats AS (DELETE FROM judge_window_stats WHERE window_id = %(window)s)
+            DELETE FROM judge_failures WHERE window_id = %(window)s
+            """,
+            {"window": window_id, "ids": ids},
         )
-        for table in ("window_scores", "judge_window_stats", "judge_failures"):
-            delete = sql.SQL("DELETE FROM {} WHERE window_id = %s").format(sql.Identifier(table))
-            await cur.execute(delete, (window_id,))
         # Each table's rows go in one statement, as arrays (judge_groups' trajectory_ids as JSON: unnest
         # would flatten an array of arrays).
         await cur.execute(

@@ -24,6 +24,7 @@ from pydantic_core import ErrorDetails
 
 from babylon_assets.db.connection import AsyncConn
 from babylon_assets.errors import BabylonError
+from babylon_assets.trajectories.facts import TrajectoryFacts
 from babylon_assets.trajectories.game import RecordedRow
 from babylon_assets.trajectories.models import (
     MarketOutcomes,
@@ -220,13 +221,6 @@ async def load_window(conn: AsyncConn, window_id: datetime, *, min_actions: int)
     )
 
 
-async def load_accepted(conn: AsyncConn, window_id: datetime) -> list[Trajectory]:
-    """The rows the window's last stored validation accepted (see `validation.validate_window`), read from
-    the snapshot that validation used."""
-    trajectories, _outcomes = await load_validated(conn, window_id)
-    return trajectories
-
-
 def _never_validated(window_id: datetime) -> BabylonError:
     return BabylonError(
         f"window {window_key(window_id)} has never been validated; validate it first "
@@ -234,17 +228,11 @@ def _never_validated(window_id: datetime) -> BabylonError:
     )
 
 
-async def load_validated(conn: AsyncConn, window_id: datetime) -> tuple[list[Trajectory], MarketOutcomes]:
-    """The window's accepted rows and the ground truth ingested with them, from the snapshot its last
-    validation used: two statements in one round trip."""
+async def load_accepted(conn: AsyncConn, window_id: datetime) -> list[Trajectory]:
+    """The rows the window's last stored validation accepted (see `validation.validate_window`), read from
+    the snapshot that validation used: two statements in one round trip."""
     async with conn.pipeline(), conn.cursor() as snapshot, conn.cursor() as accepted:
-        await snapshot.execute(
-            """
-            SELECT v.snapshot_id, s.outcomes::text FROM window_validations v
-            JOIN window_snapshots s ON s.id = v.snapshot_id WHERE v.window_id = %s
-            """,
-            (window_id,),
-        )
+        await snapshot.execute("SELECT snapshot_id FROM window_validations WHERE window_id = %s", (window_id,))
         await accepted.execute(
             """
             SELECT r.source_id, r.recorded::text FROM window_validations v
@@ -269,7 +257,7 @@ async def load_validated(conn: AsyncConn, window_id: datetime) -> tuple[list[Tra
                 f"({parsed}); validate the window again"
             )
         trajectories.append(Trajectory(window_id=window_id, snapshot_id=snapshot_id, row=parsed))
-    return trajectories, MarketOutcomes.model_validate_json(found[1])
+    return trajectories
 
 
 class AcceptedRow(BaseModel):
@@ -281,6 +269,8 @@ class AcceptedRow(BaseModel):
     trajectory_id: str
     agent_id: str
     content_hash: str
+    # None for a row validated before facts were recorded (migration 0012).
+    facts: TrajectoryFacts | None
 
 
 class ValidatedContent(BaseModel):
@@ -289,25 +279,26 @@ class ValidatedContent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     snapshot_id: int
-    # sha256 of the ground truth ingested with the snapshot (its canonical jsonb text).
+    # The ground truth ingested with the snapshot, and the sha256 of its canonical jsonb text.
+    outcomes: MarketOutcomes
     outcomes_hash: str
     rows: list[AcceptedRow]
 
 
 async def validated_content(conn: AsyncConn, window_id: datetime) -> ValidatedContent:
-    """The window's accepted rows (source-id order) and its ground truth by their hashes, without reading
-    the rows themselves: two statements in one round trip."""
+    """The window's accepted rows (source-id order) by their hashes and facts, and its ground truth, without
+    reading the rows themselves: two statements in one round trip."""
     async with conn.pipeline(), conn.cursor() as snapshot, conn.cursor(row_factory=class_row(AcceptedRow)) as rows:
         await snapshot.execute(
             """
-            SELECT v.snapshot_id, encode(sha256(convert_to(s.outcomes::text, 'UTF8')), 'hex')
+            SELECT v.snapshot_id, s.outcomes::text, encode(sha256(convert_to(s.outcomes::text, 'UTF8')), 'hex')
             FROM window_validations v JOIN window_snapshots s ON s.id = v.snapshot_id WHERE v.window_id = %s
             """,
             (window_id,),
         )
         await rows.execute(
             """
-            SELECT r.source_id, t.trajectory_id, t.agent_id, r.content_hash FROM window_validations v
+            SELECT r.source_id, t.trajectory_id, t.agent_id, r.content_hash, t.facts FROM window_validations v
             JOIN trajectory_validations t ON t.snapshot_id = v.snapshot_id AND t.accepted
             JOIN snapshot_rows r ON r.snapshot_id = t.snapshot_id AND r.source_id = t.source_id
             WHERE v.window_id = %s ORDER BY r.source_id
@@ -318,7 +309,12 @@ async def validated_content(conn: AsyncConn, window_id: datetime) -> ValidatedCo
         accepted = await rows.fetchall()
     if found is None:
         raise _never_validated(window_id)
-    return ValidatedContent(snapshot_id=found[0], outcomes_hash=found[1], rows=accepted)
+    return ValidatedContent(
+        snapshot_id=found[0],
+        outcomes=MarketOutcomes.model_validate_json(found[1]),
+        outcomes_hash=found[2],
+        rows=accepted,
+    )
 
 
 async def load_market_outcomes(conn: AsyncConn, window_id: datetime) -> MarketOutcomes:

@@ -4,12 +4,14 @@ from datetime import datetime
 
 from babylon_assets.db.connection import AsyncConn
 from babylon_assets.db.locks import WindowLock, lock_window
+from babylon_assets.trajectories.facts import trajectory_facts
 from babylon_assets.trajectories.models import WindowLoad
 from babylon_assets.trajectories.reader import load_window
 
 
 async def validate_window(conn: AsyncConn, window_id: datetime, *, min_actions: int) -> WindowLoad:
-    """`load_window`, then one transaction that replaces the window's stored verdicts and summary.
+    """`load_window`, then one transaction that replaces the window's stored verdicts (with each accepted
+    row's facts, see `facts.py`) and summary.
 
     A per-window advisory lock serialises validations of one window, so two at once both succeed (the
     second replaces the first's verdicts with its own). On an autocommit connection the write commits
@@ -22,17 +24,17 @@ async def validate_window(conn: AsyncConn, window_id: datetime, *, min_actions: 
         await cur.execute("DELETE FROM trajectory_validations WHERE window_id = %s", (load.window_id,))
         async with cur.copy(
             "COPY trajectory_validations (snapshot_id, source_id, trajectory_id, window_id, agent_id, agent_key, "
-            "steps, is_evaluation, accepted, reason) FROM STDIN"
+            "steps, is_evaluation, accepted, reason, facts) FROM STDIN"
         ) as copy:
             for t in load.accepted:
                 await copy.write_row(
                     (t.snapshot_id, t.source_id, t.trajectory_id, load.window_id, t.agent_id, t.agent_key,
-                     len(t.steps), t.is_evaluation, True, None)
+                     len(t.steps), t.is_evaluation, True, None, trajectory_facts(t).model_dump_json())
                 )  # fmt: skip
             for r in load.rejected:
                 await copy.write_row(
                     (r.snapshot_id, r.source_id, r.trajectory_id, load.window_id, r.agent_id, None, None, False,
-                     False, r.reason)
+                     False, r.reason, None)
                 )  # fmt: skip
         await cur.execute(
             """
