@@ -74,7 +74,9 @@ def _facts(group: JudgeGroup, row: AcceptedRow) -> TrajectoryFacts:
         raise JudgeFailedError(
             f"window {window_key(group.window_id)}: row {row.source_id} was validated "
             + ("before facts were recorded" if row.facts is None else f"with facts version {row.facts.version}")
-            + f" (the outcome judge needs version {FACTS_VERSION}); validate the window again"
+            + f" (the outcome judge needs version {FACTS_VERSION}); validate the window again: "
+            "`babylon dagster asset materialize -m babylon_assets.definitions "
+            f"--select validated_windows,scored_groups --partition {window_key(group.window_id)}`"
         )
     return row.facts
 
