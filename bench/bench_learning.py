@@ -13,7 +13,7 @@ trajectories with each window's scores shuffled. Then the base model, both train
 scripted strategies play the same --markets unseen simulated markets (closed-loop). One table: policy,
 mean P&L and its paired 95% CI against the base, win rate against the base, invalid-reply rate, held-out
 margin before/after; the wall time of each phase; the paired tests trained > base and trained > control.
-The defaults took 13 minutes on 2 busy shared cores (README, Benchmarks).
+The defaults took 16 minutes on 2 busy shared cores (README, Benchmarks).
 """
 
 import argparse
@@ -244,6 +244,9 @@ def main() -> None:
     for label, reference in (("trained > base", base_pnls), ("trained > shuffled control", control_score.market_pnls)):
         test = paired_comparison(trained_score.market_pnls, reference)
         print(f"{label}: mean difference {test.mean_difference:+.2f}, one-sided paired p = {test.p_value:.3f}")
+    # What each model actually wrote, so an invalid rate or a tie can be read, not guessed.
+    for name, score, _ in rows[:3]:
+        print(f"first reply, {name}: {score.sample_reply!r}")
     print("wall time: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in phases.items()))
 
 
