@@ -146,7 +146,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         settle_minutes=args.settle_minutes,
     )
     training = _from_flags(TrainingConfig, args)
-    print(render_report(train(windows, training, now=datetime.now(UTC), debug=args.debug)))
+    evaluation = _from_flags(EvaluationSettings, args)
+    print(render_report(train(windows, training, evaluation, now=datetime.now(UTC), debug=args.debug)))
     return 0
 
 
@@ -318,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         "max_dropout",
     )
     _add_flags(train, WindowDiscovery, "settle_minutes", default=0, note="; the sensor waits 10")
+    _add_flags(
+        train, EvaluationSettings, "markets", "decisions", "max_new_tokens", note="; of the evaluation after training"
+    )
     train.set_defaults(handler=_cmd_train)
 
     lineage = commands.add_parser("lineage", parents=[debug], help="show what a registered checkpoint was trained on")
