@@ -42,7 +42,8 @@ from babylon_assets.evaluation.evaluate import (
 )
 from babylon_assets.evaluation.settings import EvaluationSettings
 from babylon_assets.judging.judge import Judge
-from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_server, local_ruler_settings
+from babylon_assets.judging.local_llm import local_judge_server, local_ruler_settings
+from babylon_assets.judging.local_settings import LocalJudgeSettings
 from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.quality import measure_judge_quality
 from babylon_assets.judging.ruler_judge import RulerJudge

@@ -19,10 +19,10 @@ from babylon_assets.judging.judge import Judge
 from babylon_assets.judging.local_llm import (
     LOCAL_JUDGE_MODEL,
     LocalJudgeServer,
-    LocalJudgeSettings,
     local_judge_server,
     local_ruler_settings,
 )
+from babylon_assets.judging.local_settings import LocalJudgeSettings
 from babylon_assets.judging.outcome_judge import OutcomeJudge
 from babylon_assets.judging.ruler_settings import RulerLimits, RulerSettings
 from babylon_assets.judging.scoring import WINDOW_DEADLINE_SECONDS
@@ -39,6 +39,7 @@ PROFILE_JUDGES: dict[Profile, JudgeKind] = {"local": "outcome", "local-llm": "lo
 LOCAL_WINDOW_DEADLINE_SECONDS = 1800.0
 # The RULER judge's model default lives in RulerSettings; the resource shows the same one.
 _DEFAULTS = RulerSettings()
+_LOCAL_DEFAULTS = LocalJudgeSettings()
 
 
 class RulerConfig(dg.Config, RulerLimits):
@@ -59,7 +60,9 @@ class JudgeResource(dg.ConfigurableResource["JudgeResource"]):
         gt=0,
         description="Judging one window, all its requests and retries, fails after this long.",
     )
-    threads: int = Field(default=1, ge=1, description="local-llm: llama.cpp threads of the server it starts.")
+    threads: int = Field(
+        default=_LOCAL_DEFAULTS.threads, ge=1, description="local-llm: llama.cpp threads of the server it starts."
+    )
 
     _server: LocalJudgeServer | None = PrivateAttr(default=None)
 
@@ -151,7 +154,7 @@ def judge_resource_for(profile: Profile) -> JudgeResource:
             model=LOCAL_JUDGE_MODEL,
             api_base=dg.EnvVar(JUDGE_API_BASE_ENV) if served else None,
             api_key=dg.EnvVar(JUDGE_API_KEY_ENV) if served else None,
-            threads=threads or 1,
+            threads=threads or _LOCAL_DEFAULTS.threads,
             # One call of a 5-agent window takes 1-5 minutes on 2 busy cores, and the orders queue.
             window_deadline_seconds=LOCAL_WINDOW_DEADLINE_SECONDS,
         )

@@ -28,6 +28,19 @@ ADMIN_URL_ENV = "BABYLON_TEST_ADMIN_URL"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# Longest first: pytest-xdist (--dist loadgroup) hands the tests to its workers in collection order, so the
+# minute-long ones (a group run by one worker, the soak, the tests that start processes) start at once and
+# the short ones fill in around them, instead of one worker running a long test alone at the end.
+_LONG_FIRST = ("xdist_group", "soak", "subprocess")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, name in enumerate(_LONG_FIRST) if item.get_closest_marker(name)), len(_LONG_FIRST))
+
+    items.sort(key=rank)
+
+
 def _create_database(admin_url: str, name: str, template: str | None = None) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if template is None:

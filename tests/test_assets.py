@@ -14,7 +14,13 @@ from babylon_assets.definitions import defs
 from babylon_assets.tools.cli import main
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.models import parse_window_key
-from tests.support.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
+from tests.support.dagster_instance import (
+    SHORT_EVALUATION,
+    drop_dagster_database,
+    drop_one_agent,
+    project_instance,
+    simulate_windows,
+)
 from tests.support.trajectory_rows import insert_rows, row
 
 CHAIN = ["raw_trajectories", "validated_windows", "scored_groups"]
@@ -260,7 +266,7 @@ def test_an_operator_runs_the_platform_on_the_games_database_with_only_select_on
         assert "schema babylon of user=postgres dbname=babylon_empty_" in capsys.readouterr().out
         assert main(["verify"]) == 0
         assert "READY FOR TRAINING: 3 window(s) have >= 5 valid agents" in capsys.readouterr().out
-        assert main(["train", "--iterations", "1", "--windows-per-iteration", "3"]) == 0
+        assert main(["train", "--iterations", "1", "--windows-per-iteration", "3", *SHORT_EVALUATION]) == 0
         assert "windows:      3 scored, 0 skipped of 3 eligible" in capsys.readouterr().out
         assert main(["lineage"]) == 0
         printed = capsys.readouterr().out

@@ -4,6 +4,7 @@ import socket
 
 import pytest
 
+from babylon_assets.judging.local_settings import SERVE_PORT, LocalJudgeSettings
 from babylon_assets.tools.cli import build_parser, main
 
 COMMANDS = ["migrate", "simulate", "verify", "dev", "worker", "train", "lineage", "doctor", "dagster", "judge"]
@@ -115,3 +116,12 @@ def test_a_connection_lost_mid_command_is_one_line(
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("babylon migrate: error: lost the connection to PostgreSQL (")
     assert "Traceback" not in err
+
+
+def test_judge_serve_flags_are_the_local_judge_settings_with_the_serve_port() -> None:
+    args = build_parser().parse_args(["judge", "serve"])
+    assert (args.port, args.threads) == (SERVE_PORT, LocalJudgeSettings().threads)
+    args = build_parser().parse_args(["judge", "serve", "--port", "0", "--threads", "2"])
+    assert (args.port, args.threads) == (0, 2)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["judge", "serve", "--port", "65536"])

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 import pytest
 
 from babylon_assets.db.connection import AsyncConn, connect_async
-from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_server, local_ruler_settings
+from babylon_assets.judging.local_llm import local_judge_server, local_ruler_settings
+from babylon_assets.judging.local_settings import LocalJudgeSettings
 from babylon_assets.judging.ruler_judge import RulerJudge
 from babylon_assets.judging.scoring import score_window
 from babylon_assets.tools.cli import main

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.support.dagster_instance import project_instance, simulate_windows
+from tests.support.dagster_instance import SHORT_EVALUATION, project_instance, simulate_windows
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def instance(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def train_on_a_terminal(database_url: str, home: Path) -> tuple[int, str]:
     """`babylon train --iterations 2` with its stderr on a terminal (a pty): exit code, what it showed."""
-    command = [sys.executable, "-m", "babylon_assets.tools.cli", "train", "--iterations", "2"]
+    command = [sys.executable, "-m", "babylon_assets.tools.cli", "train", "--iterations", "2", *SHORT_EVALUATION]
     environment = {**os.environ, "BABYLON_HOME": str(home), "DATABASE_URL": database_url}
     leader, follower = pty.openpty()
     process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=follower)
@@ -41,6 +41,7 @@ def train_on_a_terminal(database_url: str, home: Path) -> tuple[int, str]:
     return process.wait(timeout=60), seen.decode()
 
 
+@pytest.mark.subprocess
 def test_progress_shows_on_a_terminal(database_url: str, instance: dg.DagsterInstance, tmp_path: Path) -> None:
     simulate_windows(database_url, windows=3, agents=5)
 

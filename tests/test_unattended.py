@@ -29,7 +29,7 @@ from babylon_assets.tools.run_health import (
     ProcessCheckingRunLauncher,
     clean_up_dead_runs,
 )
-from tests.support.dagster_instance import project_instance, simulate_windows
+from tests.support.dagster_instance import SHORT_EVALUATION, project_instance, simulate_windows
 
 LOGGER = logging.getLogger("test_unattended")
 
@@ -122,7 +122,7 @@ def start_train(database_url: str, home: Path) -> subprocess.Popen[str]:
     """`babylon train` in a process of its own, as a person starts it."""
     environment = {**os.environ, "BABYLON_HOME": str(home), "DATABASE_URL": database_url}
     return subprocess.Popen(
-        [sys.executable, "-m", "babylon_assets.tools.cli", "train", "--iterations", "1"],
+        [sys.executable, "-m", "babylon_assets.tools.cli", "train", "--iterations", "1", *SHORT_EVALUATION],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -20,7 +20,13 @@ from pydantic import JsonValue
 
 from babylon_assets.tools.cli import main
 from babylon_assets.tools.dev_server import mark_first_visit_seen
-from tests.support.dagster_instance import drop_dagster_database, drop_one_agent, project_instance, simulate_windows
+from tests.support.dagster_instance import (
+    SHORT_EVALUATION,
+    drop_dagster_database,
+    drop_one_agent,
+    project_instance,
+    simulate_windows,
+)
 
 pytestmark = pytest.mark.subprocess
 
@@ -180,7 +186,7 @@ def test_train_command_then_the_ui_shows_the_chain_and_its_runs(
     short, first, second = simulate_windows(database_url, windows=3, agents=5)
     drop_one_agent(database_url, short)
 
-    code = main(["train", "--iterations", "1", "--windows-per-iteration", "2"])
+    code = main(["train", "--iterations", "1", "--windows-per-iteration", "2", *SHORT_EVALUATION])
 
     output = capsys.readouterr().out
     assert code == 0, output

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.evaluation.settings import EvaluationSettings
+from babylon_assets.judging.local_settings import SERVE_PORT, LocalJudgeSettings
 from babylon_assets.training.parameters import TrainingParameters
 from babylon_assets.trajectories.rules import Lookback, WindowDiscovery, WindowRule
 
@@ -145,7 +146,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         settle_minutes=args.settle_minutes,
     )
     training = _from_flags(TrainingConfig, args)
-    print(render_report(train(windows, training, now=datetime.now(UTC), debug=args.debug)))
+    evaluation = _from_flags(EvaluationSettings, args)
+    print(render_report(train(windows, training, evaluation, now=datetime.now(UTC), debug=args.debug)))
     return 0
 
 
@@ -197,7 +199,7 @@ def _cmd_judge_serve(args: argparse.Namespace) -> int:
 
     from pydantic import SecretStr
 
-    from babylon_assets.judging.local_llm import LocalJudgeSettings, local_judge_server
+    from babylon_assets.judging.local_llm import local_judge_server
     from babylon_assets.settings import SettingsReader
     from resources.judge import JUDGE_API_BASE_ENV, JUDGE_API_KEY_ENV, JUDGE_ENV
 
@@ -211,7 +213,7 @@ def _cmd_judge_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _signum, _frame: stop.set())
-    with local_judge_server(LocalJudgeSettings(port=args.port, threads=args.threads), SecretStr(key)) as server:
+    with local_judge_server(_from_flags(LocalJudgeSettings, args), SecretStr(key)) as server:
         print(
             f"babylon judge serve: SmolLM2-135M at {server.api_base}; point the platform at it with "
             f"BABYLON_PROFILE=local-llm (or {JUDGE_ENV}=local-llm) {JUDGE_API_BASE_ENV}={server.api_base} and the "
@@ -220,13 +222,6 @@ def _cmd_judge_serve(args: argparse.Namespace) -> int:
         )
         stop.wait()
     return 0
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
 
 
 Handler = Callable[[argparse.Namespace], int]
@@ -324,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         "max_dropout",
     )
     _add_flags(train, WindowDiscovery, "settle_minutes", default=0, note="; the sensor waits 10")
+    _add_flags(
+        train, EvaluationSettings, "markets", "decisions", "max_new_tokens", note="; of the evaluation after training"
+    )
     train.set_defaults(handler=_cmd_train)
 
     lineage = commands.add_parser("lineage", parents=[debug], help="show what a registered checkpoint was trained on")
@@ -356,10 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve SmolLM2-135M as an OpenAI-compatible judge on 127.0.0.1 in the foreground (needs "
         "BABYLON_JUDGE_API_KEY: the key requests must carry)",
     )
-    serve.add_argument(
-        "--port", type=_non_negative, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free one)"
-    )
-    serve.add_argument("--threads", type=_positive, default=1, help="llama.cpp threads (default 1)")
+    _add_flags(serve, LocalJudgeSettings, "port", default=SERVE_PORT)
+    _add_flags(serve, LocalJudgeSettings, "threads")
     serve.set_defaults(handler=_cmd_judge_serve)
 
     return parser

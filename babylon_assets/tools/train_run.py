@@ -35,6 +35,8 @@ from babylon_assets.db.connection import (
 )
 from babylon_assets.db.migrate import require_migrated
 from babylon_assets.errors import BabylonError, ConfigurationError
+from babylon_assets.evaluation.assets import EvaluationConfig
+from babylon_assets.evaluation.settings import EvaluationSettings
 from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.progress import progress
 from babylon_assets.run_failures import failure_text
@@ -295,11 +297,17 @@ def _run_stoppably(work: Callable[[], TrainReport]) -> TrainReport:
 
 
 def train(
-    discovery: WindowDiscovery, training_config: TrainingConfig, *, now: datetime, debug: bool = False
+    discovery: WindowDiscovery,
+    training_config: TrainingConfig,
+    evaluation: EvaluationSettings,
+    *,
+    now: datetime,
+    debug: bool = False,
 ) -> TrainReport:
-    """Materialize raw -> validated -> scored for each window eligible at `now`, then trained_checkpoint.
+    """Materialize raw -> validated -> scored for each window eligible at `now`, then trained_checkpoint
+    and its closed-loop evaluation (`evaluation`).
 
-    Each skipped or failed window is one line on stderr; `debug` adds the failed steps' tracebacks.
+        Each skipped or failed window is one line on stderr; `debug` adds the failed steps' tracebacks.
     """
     console = DEBUG_CONSOLE if debug else QUIET_CONSOLE
     url = resolve_database_url()
@@ -307,7 +315,7 @@ def train(
     prepare_instance(resolve_store_base_url(url))
     # In-process runs and their resources read these, exactly like `babylon dev`'s processes.
     os.environ.update(instance_environment(url))
-    return _run_stoppably(lambda: _train(url, discovery, training_config, console, now))
+    return _run_stoppably(lambda: _train(url, discovery, training_config, evaluation, console, now))
 
 
 def _clean_up_after_the_dead() -> None:
@@ -322,7 +330,12 @@ def _clean_up_after_the_dead() -> None:
 
 
 def _train(
-    url: str, discovery: WindowDiscovery, training_config: TrainingConfig, console: ConsoleConfig, now: datetime
+    url: str,
+    discovery: WindowDiscovery,
+    training_config: TrainingConfig,
+    evaluation: EvaluationSettings,
+    console: ConsoleConfig,
+    now: datetime,
 ) -> TrainReport:
     _clean_up_after_the_dead()
     candidates = run_with_connection(url, lambda conn: _discover(conn, discovery, now))
@@ -366,9 +379,11 @@ def _train(
             reasons = "; ".join(f"{outcome.window}: {outcome.reason}" for outcome in outcomes)
             raise TrainCommandError(f"every window was stopped by the agent check, nothing to train on: {reasons}")
         progress(f"babylon train: training {training_config.iterations} iteration(s)")
-        result = _execute(
-            instance, "training_job", dg.RunConfig(ops={"trained_checkpoint": training_config}, loggers=console), tags
-        )
+        ops = {
+            "trained_checkpoint": training_config,
+            "policy_evaluation": EvaluationConfig.model_validate(evaluation.model_dump()),
+        }
+        result = _execute(instance, "training_job", dg.RunConfig(ops=ops, loggers=console), tags)
         evaluations = result.get_asset_check_evaluations()
         failed_steps = [event.step_key for event in result.all_events if event.is_step_failure]
         # A candidate the promotion check did not find better fails the check's own (blocking) step: that

@@ -16,6 +16,10 @@ from babylon_assets.tools.instance import instance_environment, prepare_instance
 
 # Over and settled, yet inside the default 168-hour lookback that discovery and training use.
 FIRST_WINDOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=12)
+# `babylon train` flags for a short closed-loop evaluation after training (the default one, 4 markets of 6
+# decisions of up to 128 tokens, was half of a test's `babylon train`); tests/test_evaluation.py plays
+# the default, and the soak (tests/support/soak.py) runs the same short one.
+SHORT_EVALUATION = ["--markets", "2", "--decisions", "2", "--max-new-tokens", "16"]
 
 
 @contextmanager
