@@ -104,3 +104,15 @@ def empty_database_url(admin_url: str) -> Iterator[str]:
     url = _create_database(admin_url, name)
     yield url
     _drop_database(admin_url, name)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Generation and training with one torch thread: beside the other test worker, two threads on two
+    cores contend and are slower than one (README, a real model on a laptop)."""
+    import torch  # only the tests that ask for it pay for the import
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -137,13 +137,13 @@ def test_an_invalid_or_infeasible_reply_is_held_and_counted() -> None:
     assert hold.pnl == 0 and hold.invalid == 3
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_replies_decoded_under_the_reply_schema_are_actions_whatever_the_weights(tmp_path: Path) -> None:
     # What `--decoding json-schema` promises: every reply is an action the parser accepts (the market may
     # still refuse it), even from a random tiny model whose free replies are bytes.
     folder = resolve_base_model("tiny", tmp_path / "models")
     tokenizer = load_tokenizer(folder)
     model = load_base_model(folder)
-    torch.set_num_threads(1)
     decoding = JsonSchemaDecoding(tokenizer, reply_schema())
     for prompt in ("Act.", "Trade now."):
         chat = [ChatMessage(role="user", content=prompt)]

@@ -36,7 +36,7 @@ from babylon_assets.trajectories.messages import ChatMessage
 from tests.support.smollm2 import WINDOW, smollm2_models_root
 
 # One conversion of SmolLM2 per worker: both tests on the same one.
-pytestmark = pytest.mark.xdist_group("smollm2")
+pytestmark = [pytest.mark.xdist_group("smollm2"), pytest.mark.usefixtures("one_torch_thread")]
 
 
 def test_the_gguf_is_converted_once_into_a_loadable_folder() -> None:
