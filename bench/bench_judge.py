@@ -10,14 +10,19 @@ validates the windows, then scores them all with `score_windows` three times:
 - RULER, warm cache: the re-run, which must make no judge call at all, target under 1 s.
 The baseline for the last two is the floor of any scoring: one query fetching every window's accepted
 rows and parsing them into trajectories. Each figure is the median of `--repeat` runs (the judge cache is
-emptied before each cold run). The database is dropped afterwards.
+emptied before each cold run). The judge server runs in a process of its own, as a real judge does, so
+its CPU is not counted against scoring. The database is dropped afterwards.
 """
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 
 from pydantic import SecretStr
 
@@ -64,6 +69,42 @@ async def _timed(url: str, judge: Judge, window_ids: list[datetime]) -> tuple[fl
         return time.perf_counter() - started, report
 
 
+def _serve(latency: float, pipe: Connection) -> None:
+    def slow_judge(request: JudgeRequest) -> Reply:
+        return by_content(request).model_copy(update={"delay_seconds": latency})
+
+    with JudgeServer(slow_judge) as server:
+        pipe.send(server.api_base)
+        while pipe.recv() == "counts":
+            pipe.send((server.request_count, server.max_in_flight))
+
+
+class _JudgeProcess:
+    def __init__(self, pipe: Connection, api_base: str) -> None:
+        self._pipe = pipe
+        self.api_base = api_base
+
+    def counts(self) -> tuple[int, int]:
+        """Requests the server has seen, and the most it had in flight at once."""
+        self._pipe.send("counts")
+        requests, peak = self._pipe.recv()
+        return int(requests), int(peak)
+
+
+@contextmanager
+def judge_process(latency: float) -> Iterator[_JudgeProcess]:
+    """The judge server in a process of its own, as a production judge is: its CPU is not the scorer's
+    (in this process it took about 2 s of the cold run's event loop)."""
+    ours, theirs = multiprocessing.Pipe()
+    process = multiprocessing.get_context("fork").Process(target=_serve, args=(latency, theirs), daemon=True)
+    process.start()
+    try:
+        yield _JudgeProcess(ours, str(ours.recv()))
+    finally:
+        ours.send("stop")
+        process.join(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--windows", type=int, default=200)
@@ -79,10 +120,7 @@ def main() -> None:
         url = store_url(game_url)
         asyncio.run(ingest_and_validate(game_url, url, window_ids, min_actions=1))
 
-        def slow_judge(request: JudgeRequest) -> Reply:
-            return by_content(request).model_copy(update={"delay_seconds": args.latency})
-
-        with JudgeServer(slow_judge) as server:
+        with judge_process(args.latency) as server:
             judge = RulerJudge(
                 RulerSettings(
                     judge_model="openai/bench-judge",
@@ -101,16 +139,15 @@ def main() -> None:
             for _ in range(args.repeat):
                 with connect(url, autocommit=True) as conn:
                     conn.execute("DELETE FROM judge_cache")
-                before = server.request_count
+                before, _ = server.counts()
                 cold_wall, cold = asyncio.run(_timed(url, judge, window_ids))
                 cold_walls.append(cold_wall)
-                requests = server.request_count - before
+                requests = server.counts()[0] - before
             cold_wall = statistics.median(cold_walls)
-            peak = server.max_in_flight
-            before = server.request_count
+            before, peak = server.counts()
             warm_runs = [asyncio.run(_timed(url, judge, window_ids)) for _ in range(args.repeat)]
             warm_wall, warm = statistics.median(wall for wall, _ in warm_runs), warm_runs[-1][1]
-            warm_requests = server.request_count - before
+            warm_requests = server.counts()[0] - before
 
         calls = sum(scoring.stats.calls_made for scoring in cold.scored)
         warm_calls = sum(scoring.stats.calls_made for scoring in warm.scored)
