@@ -228,20 +228,22 @@ def _never_validated(window_id: datetime) -> BabylonError:
     )
 
 
+# The accepted rows of a window's last stored validation, from the snapshot it used, in source-id order:
+# `load_accepted` reads them whole, `validated_content` by content hash and facts only.
+_ACCEPTED_ROWS = """
+    FROM window_validations v
+    JOIN trajectory_validations t ON t.snapshot_id = v.snapshot_id AND t.accepted
+    JOIN snapshot_rows r ON r.snapshot_id = t.snapshot_id AND r.source_id = t.source_id
+    WHERE v.window_id = %s ORDER BY r.source_id
+"""
+
+
 async def load_accepted(conn: AsyncConn, window_id: datetime) -> list[Trajectory]:
     """The rows the window's last stored validation accepted (see `validation.validate_window`), read from
     the snapshot that validation used: two statements in one round trip."""
     async with conn.pipeline(), conn.cursor() as snapshot, conn.cursor() as accepted:
         await snapshot.execute("SELECT snapshot_id FROM window_validations WHERE window_id = %s", (window_id,))
-        await accepted.execute(
-            """
-            SELECT r.source_id, r.recorded::text FROM window_validations v
-            JOIN trajectory_validations t ON t.snapshot_id = v.snapshot_id AND t.accepted
-            JOIN snapshot_rows r ON r.snapshot_id = t.snapshot_id AND r.source_id = t.source_id
-            WHERE v.window_id = %s ORDER BY r.source_id
-            """,
-            (window_id,),
-        )
+        await accepted.execute("SELECT r.source_id, r.recorded::text " + _ACCEPTED_ROWS, (window_id,))
         found = await snapshot.fetchone()
         rows = await accepted.fetchall()
     if found is None:
@@ -297,13 +299,7 @@ async def validated_content(conn: AsyncConn, window_id: datetime) -> ValidatedCo
             (window_id,),
         )
         await rows.execute(
-            """
-            SELECT r.source_id, t.trajectory_id, t.agent_id, r.content_hash, t.facts FROM window_validations v
-            JOIN trajectory_validations t ON t.snapshot_id = v.snapshot_id AND t.accepted
-            JOIN snapshot_rows r ON r.snapshot_id = t.snapshot_id AND r.source_id = t.source_id
-            WHERE v.window_id = %s ORDER BY r.source_id
-            """,
-            (window_id,),
+            "SELECT r.source_id, t.trajectory_id, t.agent_id, r.content_hash, t.facts " + _ACCEPTED_ROWS, (window_id,)
         )
         found = await snapshot.fetchone()
         accepted = await rows.fetchall()
