@@ -7,6 +7,7 @@ measures) runs on a laptop with no key and no download. Its settings make a judg
 SmolLM2 was trained on 8,192 tokens, so groups are small and trajectories shortened in the judge's view.
 """
 
+import json
 import secrets
 import time
 import urllib.error
@@ -36,23 +37,37 @@ class LocalJudgeServer(BaseModel):
     model: str = LOCAL_JUDGE_MODEL
 
 
-def _wait_until_answering(base_url: str, timeout_seconds: float) -> None:
-    """Until `/health` answers 200 ("ok": the model is loaded), or fail naming what was seen last."""
+def _wait_until_answering(base_url: str, api_key: SecretStr, timeout_seconds: float) -> None:
+    """Until `/health` answers 200 ("ok": the model is loaded) and the server's task loop has answered a
+    one-token completion, or fail naming what was seen last.
+
+    The completion is not optional (xllamacpp 2026.10, server.cpp): the constructor returns before its loop
+    thread enters `start_loop()`, which sets `running = true`; a server deleted in that gap loses the
+    destructor's `terminate()` and joins its loop thread forever. `/health` is answered by the HTTP thread
+    alone, so only a request the loop serves proves the loop is running (seen hanging 1 in 27 stops under load).
+    """
     deadline = time.monotonic() + timeout_seconds
     last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base_url}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-                last = f"status {response.status}"
-        except (urllib.error.URLError, ConnectionError) as error:
-            last = str(error)
-        time.sleep(0.2)
-    raise BabylonError(
-        f"the local judge server at {base_url} did not answer /health within {timeout_seconds:.0f} s ({last}); "
-        "check that xllamacpp is installed (make install) and that the machine has memory free"
+    probe = urllib.request.Request(
+        f"{base_url}/v1/completions",
+        data=json.dumps({"model": SERVED_NAME, "prompt": "ok", "max_tokens": 1}).encode(),
+        headers={"Authorization": f"Bearer {api_key.get_secret_value()}", "Content-Type": "application/json"},
     )
+    for check in (urllib.request.Request(f"{base_url}/health"), probe):
+        while True:
+            try:
+                with urllib.request.urlopen(check, timeout=5) as response:
+                    if response.status == 200:
+                        break
+                    last = f"{check.full_url}: status {response.status}"
+            except (urllib.error.URLError, ConnectionError) as error:
+                last = f"{check.full_url}: {error}"
+            if time.monotonic() > deadline:
+                raise BabylonError(
+                    f"the local judge server at {base_url} was not ready within {timeout_seconds:.0f} s ({last}); "
+                    "check that the machine has memory and CPU to spare, or raise start_timeout_seconds"
+                )
+            time.sleep(0.2)
 
 
 @contextmanager
@@ -82,7 +97,7 @@ def local_judge_server(settings: LocalJudgeSettings, api_key: SecretStr | None =
     server = xllamacpp.Server(params)
     try:
         base_url = str(server.listening_address)
-        _wait_until_answering(base_url, settings.start_timeout_seconds)
+        _wait_until_answering(base_url, key, settings.start_timeout_seconds)
         yield LocalJudgeServer(api_base=f"{base_url}/v1", api_key=key)
     finally:
         # The native server stops (and frees its port) when its last reference goes.
