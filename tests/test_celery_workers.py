@@ -142,7 +142,7 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
     for name in ("BABYLON_HOME", "DATABASE_URL", "BABYLON_CELERY_BROKER", "BABYLON_CELERY_BACKEND"):
         monkeypatch.setenv(name, environment[name])
     # The workers prepare their instance (dagster.yaml, its database) from the same environment; the daemon,
-    # as on a machine of its own, has the same dagster.yaml with quicker monitoring, and starts meanwhile.
+    # as on a machine of its own, has the same dagster.yaml with quicker monitoring.
     daemon_home = tmp_path / "daemon_home"
     daemon_home.mkdir()
     config = instance_config(url)
@@ -157,14 +157,17 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
         "DAGSTER_HOME": str(daemon_home),
         "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1",
     }
-    daemon = start_daemon(daemon_environment, tmp_path / "daemon.log")
     monkeypatch.setenv("DAGSTER_HOME", str(daemon_home))
+    daemon: subprocess.Popen[bytes] | None = None
     try:
         deadline = time.monotonic() + DEADLINE_SECONDS
         for worker, log in ((first, "worker-a.log"), (second, "worker-b.log")):
             wait_until_serving(worker, tmp_path / log, deadline)
         with dg.DagsterInstance.get() as instance:
             backfill_id = launch_window_backfill(instance, keys)
+            # Started after the backfill exists: the backfill daemon looks for new backfills every 30 s
+            # (Dagster's fixed interval), and its first look is at start.
+            daemon = start_daemon(daemon_environment, tmp_path / "daemon.log")
 
             def started_pids() -> dict[str, int]:
                 runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
@@ -229,7 +232,8 @@ def test_two_workers_share_a_backfill_and_a_killed_workers_window_is_retried_on_
         assert len(scores(url)) == WINDOWS * 5
     finally:
         for process in (daemon, first, second):
-            stop(process)
+            if process is not None:
+                stop(process)
         drop_dagster_database(url)
         drop_database(url)
         drop_database(baseline_url)
