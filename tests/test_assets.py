@@ -12,6 +12,7 @@ from psycopg import sql
 
 from babylon_assets.definitions import defs
 from babylon_assets.tools.cli import main
+from babylon_assets.tools.instance import storage_target
 from babylon_assets.trajectories.assets import ENOUGH_VALID_AGENTS
 from babylon_assets.trajectories.models import parse_window_key
 from tests.support.dagster_instance import (
@@ -101,6 +102,35 @@ def test_one_window_end_to_end_on_a_postgres_instance(
     }
     run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+
+
+def instance_sessions(url: str) -> set[int]:
+    """The server processes of the sessions open on the instance's database (`url` is the test database)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (storage_target(url).db_name,),
+        ).fetchall()
+    return {int(row[0]) for row in rows}
+
+
+def test_the_instance_keeps_its_connections_and_reconnects_after_the_server_ends_them(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
+    first, second, third = simulate_windows(database_url, windows=3, agents=5)
+    assert run_window(instance, first).success
+    kept = instance_sessions(database_url)
+    # Kept between queries (dagster-postgres alone opens one per query and keeps none), and reused (a
+    # storage's second connection, while one is in use, is closed when returned).
+    assert 1 <= len(kept) <= 3
+    assert run_window(instance, second).success
+    assert instance_sessions(database_url) & kept
+
+    # What a server restart does to them; the next run reconnects instead of failing on a dead session.
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (sorted(kept),))
+    assert run_window(instance, third).success
+    assert instance_sessions(database_url).isdisjoint(kept)
 
 
 def test_blocking_check_stops_a_window_with_four_valid_agents(

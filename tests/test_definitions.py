@@ -86,16 +86,20 @@ def test_instance_config_keeps_the_password_out_of_the_yaml() -> None:
     storage = config["storage"]
     assert isinstance(storage, dict)
     assert storage == {
-        "postgres": {
-            "postgres_db": {
-                "username": "babylon",
-                "hostname": "db.example",
-                "port": 6543,
-                "db_name": "babylon_dagster",
-                "scheme": "postgresql+psycopg2",
-                "password": {"env": DAGSTER_PASSWORD_ENV},
-                "params": {"sslmode": "require"},
-            }
+        "custom": {
+            "module": "babylon_assets.tools.pooled_storage",
+            "class": "PooledPostgresStorage",
+            "config": {
+                "postgres_db": {
+                    "username": "babylon",
+                    "hostname": "db.example",
+                    "port": 6543,
+                    "db_name": "babylon_dagster",
+                    "scheme": "postgresql+psycopg2",
+                    "password": {"env": DAGSTER_PASSWORD_ENV},
+                    "params": {"sslmode": "require"},
+                }
+            },
         }
     }
     assert config["run_coordinator"] == {

@@ -118,7 +118,14 @@ def instance_config(url: str) -> dict[str, YamlValue]:
     from babylon_assets.tools.workers import celery_settings, run_launcher_config
 
     return {
-        "storage": {"postgres": {"postgres_db": storage_target(url).postgres_db()}},
+        # dagster-postgres' storage with its connections kept open between queries (pooled_storage.py).
+        "storage": {
+            "custom": {
+                "module": "babylon_assets.tools.pooled_storage",
+                "class": "PooledPostgresStorage",
+                "config": {"postgres_db": storage_target(url).postgres_db()},
+            }
+        },
         # The queue the daemon works through; its limits live under `concurrency` below. Dequeued every
         # second, not every 5 s: a window run takes seconds, and on workers the wait was most of a run's cost.
         "run_coordinator": {
