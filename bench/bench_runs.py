@@ -1,47 +1,62 @@
 """Per-window run overhead: window chains launched as runs through the instance's run launcher vs the same
 chain materialized in one process.
 
-    python -m bench.bench_runs [--windows 8] [--agents 5] [--concurrent 1]
+    python -m bench.bench_runs [--windows 8] [--agents 5] [--concurrent 1] [--launcher default celery]
 
 A scratch database (BABYLON_BENCH_ADMIN_URL) gets `--windows` simulated windows. Then, with the local
 profile's outcome judge (no judge latency, so only the platform's own cost shows):
 - baseline: raw -> validated -> scored for every window, one `dg.materialize` after the other in this
-  process, the definitions already loaded;
+  process, the definitions already loaded, on the project's instance (dagster.yaml: runs and events in
+  PostgreSQL, as launched runs store them); the same on an in-memory instance is shown for reference;
 - launched: the Dagster daemon on a fresh instance of the project's dagster.yaml, one backfill of the same
-  windows; the run launcher starts one run worker process per window (`--concurrent` at a time).
-It prints the wall time per window of both (the launched one from the backfill's submission to the last
-window scored, the daemon's start-up apart), the median run's own duration, and the ratio (target at
-most 2x). The database is dropped afterwards.
+  windows, `--concurrent` runs at a time; with the default launcher each run is a new run worker process,
+  with `--launcher celery` a task on `babylon worker`s (needs RabbitMQ on 5672 and Redis on 6379).
+It prints the wall time per window of both (the launched one from the first run's submission to the last
+run's end; the backfill daemon's pick-up, here its start-up and otherwise up to its fixed 30 s interval, once
+per backfill, is shown apart), the median run's own duration, and the ratio (target at most 2x). The databases
+are dropped afterwards.
 """
 
 import argparse
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, get_args
 
 import dagster as dg
+from pydantic import BaseModel, ConfigDict
 
 from babylon_assets.judging.assets import scored_groups
 from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.simulation.writer import simulate
 from babylon_assets.tools.instance import instance_environment, prepare_instance
+from babylon_assets.tools.workers import BACKEND_ENV, BROKER_ENV
 from babylon_assets.trajectories.assets import raw_trajectories, validated_windows
 from bench.scratch import scratch_database
 from resources.database import DatabaseResource
 from resources.judge import JudgeResource
-from tests.support.celery_cluster import launch_window_backfill, start_daemon, stop
+from tests.support.celery_cluster import (
+    delete_windows_queue,
+    launch_window_backfill,
+    require_brokers,
+    start_daemon,
+    start_worker,
+    stop,
+    wait_until_serving,
+)
+from tests.support.dagster_instance import drop_dagster_database
 
 FIRST_WINDOW = datetime(2026, 1, 1, tzinfo=UTC)
 TARGET_RATIO = 2.0
 
 
-def in_process(url: str, keys: list[str]) -> float:
-    """Seconds per window, materializing the chain in this process."""
+def in_process(url: str, keys: list[str], instance: dg.DagsterInstance) -> float:
+    """Seconds per window, materializing the chain in this process on `instance`."""
     os.environ["DATABASE_URL"] = url
-    instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(WINDOW_PARTITIONS, keys)
     resources = {"database": DatabaseResource(), "judge": JudgeResource(kind="outcome")}
     assets = [raw_trajectories, validated_windows, scored_groups]
@@ -53,8 +68,34 @@ def in_process(url: str, keys: list[str]) -> float:
     return (time.perf_counter() - started) / len(keys)
 
 
-def launched(url: str, keys: list[str], concurrent: int) -> tuple[float, float, float]:
-    """(daemon start-up s, wall s per window, median run duration s) of one backfill of `keys`."""
+def on_project_instance(url: str, keys: list[str]) -> float:
+    """in_process on a fresh instance of the project's dagster.yaml."""
+    home = Path(tempfile.mkdtemp(prefix="bench-runs-")) / "dagster_home"
+    prepare_instance(url, home)
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            return in_process(url, keys, instance)
+    finally:
+        drop_dagster_database(url)
+
+
+class Launched(BaseModel):
+    """One backfill's figures, in seconds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pick_up: float
+    per_window: float
+    median_run: float
+
+
+Launcher = Literal["default", "celery"]
+
+
+def launched(url: str, keys: list[str], launcher: Launcher, concurrent: int) -> Launched:
+    """One backfill of `keys` through the daemon and the run launcher: the default one (a run worker process
+    per run) or Celery's (`concurrent` `babylon worker` processes, whose pool processes are forked once with
+    the code imported, RabbitMQ and Redis on 127.0.0.1)."""
     folder = Path(tempfile.mkdtemp(prefix="bench-runs-"))
     home = folder / "dagster_home"
     environment = {
@@ -65,51 +106,75 @@ def launched(url: str, keys: list[str], concurrent: int) -> tuple[float, float, 
         "BABYLON_MAX_CONCURRENT_RUNS": str(concurrent),
         **instance_environment(url, home),
     }
-    os.environ.update(
-        {name: environment[name] for name in ("DATABASE_URL", "DAGSTER_HOME", "BABYLON_MAX_CONCURRENT_RUNS")}
-    )
-    prepare_instance(url, home)
-    began = time.perf_counter()
-    daemon = start_daemon(environment, folder / "daemon.log")
+    if launcher == "celery":
+        settings = require_brokers()
+        delete_windows_queue()
+        environment.update({BROKER_ENV: settings.broker, BACKEND_ENV: settings.backend})
+    saved = dict(os.environ)
+    os.environ.update(environment)  # the dagster.yaml written and the instance read here are the workers'
+    processes: list[subprocess.Popen[bytes]] = []
     try:
+        prepare_instance(url, home)
+        if launcher == "celery":
+            processes = [start_worker(environment, folder / f"worker-{n}.log") for n in range(concurrent)]
+            for n, worker in enumerate(processes):
+                wait_until_serving(worker, folder / f"worker-{n}.log", time.monotonic() + 300)
         with dg.DagsterInstance.get() as instance:
-            startup = time.perf_counter() - began
-            started = time.perf_counter()
+            submitted = time.time()
             launch_window_backfill(instance, keys)
+            # The backfill daemon's first look for backfills is at its start, the next 30 s later.
+            processes.append(start_daemon(environment, folder / "daemon.log"))
             deadline = time.monotonic() + 900
             while len(instance.get_materialized_partitions(dg.AssetKey("scored_groups"))) < len(keys):
                 failed = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
                 if failed or time.monotonic() > deadline:
                     raise SystemExit(f"{len(failed)} run(s) failed or time ran out; see {folder}")
                 time.sleep(0.1)
-            wall = time.perf_counter() - started
             records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]))
+            first_submitted = min(record.create_timestamp.timestamp() for record in records)
+            last_end = max(record.end_time or 0.0 for record in records)
             durations = [r.end_time - r.start_time for r in records if r.start_time and r.end_time]
-            return startup, wall / len(keys), statistics.median(durations)
+            return Launched(
+                pick_up=first_submitted - submitted,
+                per_window=(last_end - first_submitted) / len(keys),
+                median_run=statistics.median(durations),
+            )
     finally:
-        stop(daemon)
+        for process in processes:
+            stop(process)
+        drop_dagster_database(url)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--agents", type=int, default=5)
-    parser.add_argument("--concurrent", type=int, default=1, help="runs in flight at once")
+    parser.add_argument("--concurrent", type=int, default=1, help="runs in flight at once (Celery: workers)")
+    parser.add_argument("--launcher", choices=get_args(Launcher), nargs="+", default=list(get_args(Launcher)))
     args = parser.parse_args()
 
     with scratch_database() as url:
         keys = simulate(url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW).windows
-        baseline = in_process(url, keys)
+        in_memory = in_process(url, keys, dg.DagsterInstance.ephemeral())
     with scratch_database() as url:
         simulate(url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW)
-        startup, per_window, run_median = launched(url, keys, args.concurrent)
+        baseline = on_project_instance(url, keys)
+    rows: list[tuple[str, Launched]] = []
+    for launcher in args.launcher:
+        with scratch_database() as url:
+            simulate(url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW)
+            rows.append((launcher, launched(url, keys, launcher, args.concurrent)))
 
     print(f"{args.windows} windows x {args.agents} agents, outcome judge, {args.concurrent} run(s) at a time")
-    print(f"baseline: in one process  : {baseline:6.2f} s per window")
-    print(
-        f"launched runs             : {per_window:6.2f} s per window ({per_window / baseline:.1f}x baseline, "
-        f"target <= {TARGET_RATIO:g}x); median run {run_median:.2f} s; daemon start-up {startup:.1f} s"
-    )
+    print(f"baseline: in one process    : {baseline:6.2f} s per window (on an in-memory instance: {in_memory:.2f} s)")
+    for launcher, runs in rows:
+        print(
+            f"launched, {launcher:7} launcher: {runs.per_window:6.2f} s per window "
+            f"({runs.per_window / baseline:.1f}x baseline, target <= {TARGET_RATIO:g}x); median run "
+            f"{runs.median_run:.2f} s; backfill picked up after {runs.pick_up:.1f} s (the daemon's start-up)"
+        )
 
 
 if __name__ == "__main__":
