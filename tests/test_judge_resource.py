@@ -1,10 +1,13 @@
 """The judge resource's configuration, and the scored_groups asset and its check run through Dagster."""
 
 import asyncio
+import gc
+import logging
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -127,7 +130,7 @@ def test_the_asset_scores_its_window_reports_metadata_and_passes_its_check(
     database_url: str, store_url: str, judge_env: pytest.MonkeyPatch, profile: Profile
 ) -> None:
     judge_env.setenv("DATABASE_URL", database_url)
-    asyncio.run(_seed(database_url, store_url))  # sync test: Dagster runs the async asset on a loop of its own
+    asyncio.run(_seed(database_url, store_url))
     key = window_key(WINDOW)
     with JudgeServer() as server, dg.instance_for_test() as instance:
         # Production's RULER judge, pointed at the local judge through the environment.
@@ -161,3 +164,34 @@ def test_the_asset_scores_its_window_reports_metadata_and_passes_its_check(
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "scored_groups_complete" and check.passed
     assert SECRET not in logs
+
+
+def test_ruler_runs_one_after_the_other_in_a_process_leave_no_task_behind(
+    database_url: str, store_url: str, judge_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # LiteLLM starts a logging task on the loop of its first call and drops it when a call comes on another
+    # loop. Left pending on a closed loop, it was destroyed in the next run of the process (`babylon train`,
+    # a Celery pool process): "Task was destroyed but it is pending!", then an "Event loop is closed" traceback.
+    judge_env.setenv("DATABASE_URL", database_url)
+    first, second = WINDOW, WINDOW + timedelta(hours=1)
+    simulate(database_url, agents=5, windows=2, seed=5, start=first)
+    asyncio.run(ingest_and_validate(database_url, store_url, [first, second], min_actions=1))
+    unraisable: list[str] = []
+    with JudgeServer() as server, dg.instance_for_test() as instance:
+        judge = JudgeResource(kind="ruler", api_base=server.api_base, api_key=SECRET)
+        resources = {"database": DatabaseResource(), "judge": judge}
+        instance.add_dynamic_partitions("windows", [window_key(first), window_key(second)])
+        # The first run also replaces whatever an earlier test left in LiteLLM's process-wide worker.
+        assert dg.materialize(
+            [scored_groups], partition_key=window_key(first), instance=instance, resources=resources
+        ).success
+        judge_env.setattr(sys, "unraisablehook", lambda failure: unraisable.append(repr(failure.exc_value)))
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            second_run = dg.materialize(
+                [scored_groups], partition_key=window_key(second), instance=instance, resources=resources
+            )
+            gc.collect()
+
+    assert second_run.success and server.request_count == 4
+    assert [record.getMessage() for record in caplog.records if record.name == "asyncio"] == []
+    assert unraisable == []

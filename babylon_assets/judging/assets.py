@@ -10,7 +10,7 @@ import warnings
 import dagster as dg
 from pydantic import Field
 
-from babylon_assets.db.connection import AsyncConn, connect_async, run_with_connection
+from babylon_assets.db.connection import AsyncConn, run_with_connection
 from babylon_assets.errors import BabylonError
 from babylon_assets.judging.quality import JudgeQuality, measure_judge_quality
 from babylon_assets.judging.scoring import WindowScoring, score_completeness, score_window
@@ -93,15 +93,21 @@ def scoring_metadata(scoring: WindowScoring) -> dict[str, dg.MetadataValue]:
         "scores and costs no judge calls (answers are cached)."
     ),
 )
-async def scored_groups(
+def scored_groups(
     context: dg.AssetExecutionContext, database: DatabaseResource, judge: JudgeResource
 ) -> dg.MaterializeResult[None]:
     window_id = parse_window_key(context.partition_key)
-    async with await connect_async(database.store_url(), autocommit=True) as conn:
-        scoring = await score_window(
-            conn, judge.build_judge(), window_id, deadline_seconds=judge.window_deadline_seconds
-        )
-        quality = await measure_judge_quality(conn, window_id, judge=scoring.judge)
+    built = judge.build_judge()
+
+    async def score_and_measure(conn: AsyncConn) -> tuple[WindowScoring, JudgeQuality]:
+        scoring = await score_window(conn, built, window_id, deadline_seconds=judge.window_deadline_seconds)
+        return scoring, await measure_judge_quality(conn, window_id, judge=scoring.judge)
+
+    # A sync asset on a loop of its own (asyncio.run), not an async one on Dagster's step loop: LiteLLM
+    # starts a background logging task on the loop of its first call, and Dagster closes the step's loop
+    # without cancelling what is left on it, so every RULER run ended printing "Task was destroyed but it
+    # is pending!" and an "Event loop is closed" traceback.
+    scoring, quality = run_with_connection(database.store_url(), score_and_measure, autocommit=True)
     return dg.MaterializeResult(metadata={**scoring_metadata(scoring), **quality_metadata(quality)})
 
 
