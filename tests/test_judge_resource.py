@@ -181,10 +181,13 @@ def test_ruler_runs_one_after_the_other_in_a_process_leave_no_task_behind(
         judge = JudgeResource(kind="ruler", api_base=server.api_base, api_key=SECRET)
         resources = {"database": DatabaseResource(), "judge": judge}
         instance.add_dynamic_partitions("windows", [window_key(first), window_key(second)])
-        # The first run also replaces whatever an earlier test left in LiteLLM's process-wide worker.
+        # The first run also replaces whatever an earlier test left in LiteLLM's process-wide worker, and the
+        # collection below destroys it now, outside what is captured.
         assert dg.materialize(
             [scored_groups], partition_key=window_key(first), instance=instance, resources=resources
         ).success
+        gc.collect()
+        caplog.clear()
         judge_env.setattr(sys, "unraisablehook", lambda failure: unraisable.append(repr(failure.exc_value)))
         with caplog.at_level(logging.ERROR, logger="asyncio"):
             second_run = dg.materialize(
