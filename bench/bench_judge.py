@@ -98,11 +98,19 @@ def judge_process(latency: float) -> Iterator[_JudgeProcess]:
     ours, theirs = multiprocessing.Pipe()
     process = multiprocessing.get_context("fork").Process(target=_serve, args=(latency, theirs), daemon=True)
     process.start()
+    theirs.close()  # the child's end only: if the child dies, reads here end with EOFError instead of waiting
     try:
-        yield _JudgeProcess(ours, str(ours.recv()))
+        try:
+            api_base = str(ours.recv())
+        except EOFError:
+            process.join(timeout=10)
+            raise SystemExit(f"the judge server process exited (code {process.exitcode}) before it served") from None
+        yield _JudgeProcess(ours, api_base)
     finally:
-        ours.send("stop")
-        process.join(timeout=10)
+        # A dead child cannot be told to stop; telling it would raise BrokenPipeError over the real error.
+        if process.is_alive():
+            ours.send("stop")
+            process.join(timeout=10)
 
 
 def main() -> None:
