@@ -1,7 +1,8 @@
 """Per-window run overhead: window chains launched as runs through the instance's run launcher vs the same
 chain materialized in one process.
 
-    python -m bench.bench_runs [--windows 8] [--agents 5] [--concurrent 1] [--launcher default celery]
+    python -m bench.bench_runs [--windows 16] [--agents 5] [--concurrent 1] [--launcher default celery]
+        [--repeat 3]
 
 A scratch database (BABYLON_BENCH_ADMIN_URL) gets `--windows` simulated windows. Then, with the local
 profile's outcome judge (no judge latency, so only the platform's own cost shows):
@@ -10,11 +11,12 @@ profile's outcome judge (no judge latency, so only the platform's own cost shows
   PostgreSQL, as launched runs store them); the same on an in-memory instance is shown for reference;
 - launched: the Dagster daemon on a fresh instance of the project's dagster.yaml, one backfill of the same
   windows, `--concurrent` runs at a time; with the default launcher each run is a new run worker process,
-  with `--launcher celery` a task on `babylon worker`s (needs RabbitMQ on 5672 and Redis on 6379).
+  with `--launcher celery` a task on `--concurrent` `babylon worker`s, twice as many runs in flight as the
+  README says (needs RabbitMQ on 5672 and Redis on 6379).
 It prints the wall time per window of both (the launched one from the first run's submission to the last
 run's end; the backfill daemon's pick-up, here its start-up and otherwise up to its fixed 30 s interval, once
-per backfill, is shown apart), the median run's own duration, and the ratio (target at most 2x). The databases
-are dropped afterwards.
+per backfill, is shown apart), the median run's own duration, and the ratio (target at most 2x); medians of
+`--repeat` runs. The databases are dropped afterwards.
 """
 
 import argparse
@@ -110,6 +112,9 @@ def launched(url: str, keys: list[str], launcher: Launcher, concurrent: int) -> 
         settings = require_brokers()
         delete_windows_queue()
         environment.update({BROKER_ENV: settings.broker, BACKEND_ENV: settings.backend})
+        # As the README says to set it for workers: twice their processes, so that each has its next run
+        # waiting in the broker when one ends, instead of waiting for the daemon's next dequeue (every second).
+        environment["BABYLON_MAX_CONCURRENT_RUNS"] = str(2 * concurrent)
     saved = dict(os.environ)
     os.environ.update(environment)  # the dagster.yaml written and the instance read here are the workers'
     processes: list[subprocess.Popen[bytes]] = []
@@ -149,31 +154,44 @@ def launched(url: str, keys: list[str], launcher: Launcher, concurrent: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--windows", type=int, default=8)
+    parser.add_argument("--windows", type=int, default=16)
     parser.add_argument("--agents", type=int, default=5)
     parser.add_argument("--concurrent", type=int, default=1, help="runs in flight at once (Celery: workers)")
     parser.add_argument("--launcher", choices=get_args(Launcher), nargs="+", default=list(get_args(Launcher)))
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; medians are printed")
     args = parser.parse_args()
 
-    with scratch_database() as url:
-        keys = simulate(url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW).windows
-        in_memory = in_process(url, keys, dg.DagsterInstance.ephemeral())
-    with scratch_database() as url:
-        simulate(url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW)
-        baseline = on_project_instance(url, keys)
-    rows: list[tuple[str, Launched]] = []
-    for launcher in args.launcher:
-        with scratch_database() as url:
-            simulate(url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW)
-            rows.append((launcher, launched(url, keys, launcher, args.concurrent)))
+    def simulated(url: str) -> list[str]:
+        return simulate(url, agents=args.agents, windows=args.windows, seed=1, start=FIRST_WINDOW).windows
 
-    print(f"{args.windows} windows x {args.agents} agents, outcome judge, {args.concurrent} run(s) at a time")
-    print(f"baseline: in one process    : {baseline:6.2f} s per window (on an in-memory instance: {in_memory:.2f} s)")
-    for launcher, runs in rows:
+    in_memory: list[float] = []
+    baseline: list[float] = []
+    runs: dict[str, list[Launched]] = {launcher: [] for launcher in args.launcher}
+    for _ in range(args.repeat):
+        with scratch_database() as url:
+            in_memory.append(in_process(url, simulated(url), dg.DagsterInstance.ephemeral()))
+        with scratch_database() as url:
+            baseline.append(on_project_instance(url, simulated(url)))
+        for launcher in args.launcher:
+            with scratch_database() as url:
+                runs[launcher].append(launched(url, simulated(url), launcher, args.concurrent))
+
+    median = statistics.median
+    print(
+        f"{args.windows} windows x {args.agents} agents, outcome judge, {args.concurrent} run(s) at a time "
+        f"(Celery: worker processes), medians of {args.repeat}"
+    )
+    print(
+        f"baseline: in one process    : {median(baseline):6.2f} s per window "
+        f"(in-memory instance: {median(in_memory):.2f} s)"
+    )
+    for launcher, measured in runs.items():
+        per_window = median(run.per_window for run in measured)
         print(
-            f"launched, {launcher:7} launcher: {runs.per_window:6.2f} s per window "
-            f"({runs.per_window / baseline:.1f}x baseline, target <= {TARGET_RATIO:g}x); median run "
-            f"{runs.median_run:.2f} s; backfill picked up after {runs.pick_up:.1f} s (the daemon's start-up)"
+            f"launched, {launcher:7} launcher: {per_window:6.2f} s per window "
+            f"({per_window / median(baseline):.1f}x baseline, target <= {TARGET_RATIO:g}x); median run "
+            f"{median(run.median_run for run in measured):.2f} s; backfill picked up after "
+            f"{median(run.pick_up for run in measured):.1f} s (the daemon's start-up)"
         )
 
 
