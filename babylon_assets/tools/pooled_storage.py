@@ -8,7 +8,9 @@ schedule storages each keep one connection, as Dagster's webserver mode does, an
 from the pool: after a server restart the first query reconnects instead of failing.
 
 The engines are replaced after dagster-postgres built them (its `_engine` attribute, which its own
-`optimize_for_webserver` replaces the same way): dagster-postgres takes no pool settings.
+`optimize_for_webserver` replaces the same way): dagster-postgres takes no pool settings. As in the
+webserver's mode, the kept connections close when the instance is freed: `DagsterInstance.dispose` does not
+dispose dagster-postgres' engines.
 """
 
 from dagster._config.config_schema import UserConfigSchema
