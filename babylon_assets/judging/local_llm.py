@@ -60,12 +60,12 @@ def _wait_until_answering(base_url: str, api_key: SecretStr, timeout_seconds: fl
                     if response.status == 200:
                         break
                     last = f"{check.full_url}: status {response.status}"
-            except (urllib.error.URLError, ConnectionError) as error:
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
                 last = f"{check.full_url}: {error}"
             if time.monotonic() > deadline:
                 raise BabylonError(
                     f"the local judge server at {base_url} was not ready within {timeout_seconds:.0f} s ({last}); "
-                    "check that the machine has memory and CPU to spare, or raise start_timeout_seconds"
+                    "the machine may be short of memory or CPU: free some and run again"
                 )
             time.sleep(0.2)
 
