@@ -44,7 +44,7 @@ def _wait_until_answering(base_url: str, api_key: SecretStr, timeout_seconds: fl
     The completion is not optional (xllamacpp 2026.10, server.cpp): the constructor returns before its loop
     thread enters `start_loop()`, which sets `running = true`; a server deleted in that gap loses the
     destructor's `terminate()` and joins its loop thread forever. `/health` is answered by the HTTP thread
-    alone, so only a request the loop serves proves the loop is running (seen hanging 1 in 27 stops under load).
+    alone, so only a request the loop serves proves the loop is running (seen hanging at the 28th stop under load).
     """
     deadline = time.monotonic() + timeout_seconds
     last = "no answer"

@@ -307,7 +307,7 @@ def train(
     """Materialize raw -> validated -> scored for each window eligible at `now`, then trained_checkpoint
     and its closed-loop evaluation (`evaluation`).
 
-        Each skipped or failed window is one line on stderr; `debug` adds the failed steps' tracebacks.
+    Each skipped or failed window is one line on stderr; `debug` adds the failed steps' tracebacks.
     """
     console = DEBUG_CONSOLE if debug else QUIET_CONSOLE
     url = resolve_database_url()
