@@ -26,7 +26,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import fmean
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -126,7 +126,8 @@ def main() -> None:
     parser.add_argument("--markets", type=int, default=6)
     parser.add_argument("--decisions", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=EvaluationSettings().max_new_tokens)
-    parser.add_argument("--decoding", choices=["json-schema", "free"], default=EvaluationSettings().decoding)
+    decodings = get_args(EvaluationSettings.model_fields["decoding"].annotation)
+    parser.add_argument("--decoding", choices=decodings, default=EvaluationSettings().decoding)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     # The first turn (persona, market, action format, reply) is 680-790 SmolLM2 tokens: a shorter limit
     # leaves no assistant token to train on.
