@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -131,16 +131,27 @@ def test_babylon_train_cleans_up_the_runs_of_a_dead_process_of_its_own(
     assert instance.event_log_storage.get_concurrency_info("training").active_slot_count == 0
 
 
-def start_train(database_url: str, home: Path) -> subprocess.Popen[str]:
-    """`babylon train` in a process of its own, as a person starts it."""
-    environment = {**os.environ, "BABYLON_HOME": str(home), "DATABASE_URL": database_url}
-    return subprocess.Popen(
-        [sys.executable, "-m", "babylon_assets.tools.cli", "train", "--iterations", "1", *SHORT_EVALUATION],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@pytest.fixture
+def start_train(database_url: str, tmp_path: Path) -> Iterator[Callable[[bool], subprocess.Popen[str]]]:
+    """Starts `babylon train` in a process of its own, as a person does; with `sigint_ignored`, as a script's
+    `babylon train &` does (a non-interactive shell starts background jobs with SIGINT ignored). A process
+    a failed test leaves behind is killed."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(sigint_ignored: bool = False) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "babylon_assets.tools.cli", "train", "--iterations", "1", *SHORT_EVALUATION]
+        if sigint_ignored:
+            command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
+        environment = {**os.environ, "BABYLON_HOME": str(tmp_path), "DATABASE_URL": database_url}
+        process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def wait_for_training_run(process: subprocess.Popen[str], instance: dg.DagsterInstance) -> None:
@@ -153,19 +164,25 @@ def wait_for_training_run(process: subprocess.Popen[str], instance: dg.DagsterIn
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize(("stop", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+# Ctrl-C's case starts with SIGINT ignored, as `babylon train &` in a script does: the signal still stops it
+# (and a Ctrl-C at a terminal, which starts it with the default handler, goes the same way).
+@pytest.mark.parametrize(
+    ("stop", "code", "name", "sigint_ignored"),
+    [(signal.SIGTERM, 143, "SIGTERM", False), (signal.SIGINT, 130, "Ctrl-C", True)],
+)
 def test_a_signal_while_babylon_train_waits_for_the_training_slot_cancels_the_run_and_frees_it(
     database_url: str,
     instance: dg.DagsterInstance,
-    tmp_path: Path,
+    start_train: Callable[[bool], subprocess.Popen[str]],
     worker: subprocess.Popen[bytes],
     stop: signal.Signals,
     code: int,
     name: str,
+    sigint_ignored: bool,
 ) -> None:
     simulate_windows(database_url, windows=3, agents=5)
     holder = started_run(instance, worker)  # a live run of another process holds the one training slot
-    train = start_train(database_url, tmp_path)
+    train = start_train(sigint_ignored)
     wait_for_training_run(train, instance)
     time.sleep(3)  # waiting for the slot now
 
@@ -185,10 +202,10 @@ def test_a_signal_while_babylon_train_waits_for_the_training_slot_cancels_the_ru
 
 @pytest.mark.subprocess
 def test_a_killed_babylon_train_is_followed_by_one_that_finishes_without_manual_help(
-    database_url: str, instance: dg.DagsterInstance, tmp_path: Path
+    database_url: str, instance: dg.DagsterInstance, start_train: Callable[[bool], subprocess.Popen[str]]
 ) -> None:
     simulate_windows(database_url, windows=3, agents=5)
-    killed = start_train(database_url, tmp_path)
+    killed = start_train(False)
     wait_for_training_run(killed, instance)
     deadline = time.monotonic() + 30
     while not instance.event_log_storage.get_concurrency_run_ids() and time.monotonic() < deadline:
@@ -198,7 +215,7 @@ def test_a_killed_babylon_train_is_followed_by_one_that_finishes_without_manual_
     (left,) = instance.get_runs(filters=dg.RunsFilter(job_name="training_job"))
     assert left.status == dg.DagsterRunStatus.STARTED
 
-    again = start_train(database_url, tmp_path)
+    again = start_train(False)
     out, err = again.communicate(timeout=300)
 
     assert again.returncode == 0, err

@@ -268,7 +268,9 @@ def _run_stoppably(work: Callable[[], TrainReport]) -> TrainReport:
     """`work()` in a thread, so Ctrl-C and SIGTERM reach this (main) thread even while Dagster runs.
 
     Dagster's in-process execution swallows SIGINT outside user code (and so a run waiting for a pool
-    slot could not be stopped at all); off the main thread it leaves the signals alone.
+    slot could not be stopped at all); off the main thread it leaves the signals alone. Both handlers
+    are installed explicitly: a SIGINT that the launching shell set to "ignore" (`babylon train &` in a
+    script) would otherwise never stop it.
     """
     outcome: list[TrainReport] = []
     failure: list[BaseException] = []
@@ -280,17 +282,16 @@ def _run_stoppably(work: Callable[[], TrainReport]) -> TrainReport:
             failure.append(error)
 
     worker = threading.Thread(target=target, name="babylon-train", daemon=True)
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    previous = {signum: signal.signal(signum, _raise_stopped) for signum in STOP_SIGNALS}
     try:
         worker.start()
         while worker.is_alive():
             worker.join(0.2)
-    except KeyboardInterrupt:
-        _stop_now(signal.SIGINT)
     except _Stopped as stopped:
         _stop_now(stopped.signum)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if failure:
         raise failure[0]
     return outcome[0]
