@@ -19,18 +19,11 @@ from tests.support.dagster_instance import (
     SHORT_EVALUATION,
     drop_dagster_database,
     drop_one_agent,
-    project_instance,
     simulate_windows,
 )
 from tests.support.trajectory_rows import insert_rows, row
 
 CHAIN = ["raw_trajectories", "validated_windows", "scored_groups"]
-
-
-@pytest.fixture
-def instance(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
-    with project_instance(database_url, tmp_path / "dagster_home", monkeypatch) as project:
-        yield project
 
 
 def run_window(instance: dg.DagsterInstance, key: str) -> dg.ExecuteInProcessResult:

@@ -6,19 +6,12 @@ import pty
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from tests.support.dagster_instance import SHORT_EVALUATION, project_instance, simulate_windows
-
-
-@pytest.fixture
-def instance(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
-    with project_instance(database_url, tmp_path / "dagster_home", monkeypatch) as project:
-        yield project
+from tests.support.dagster_instance import SHORT_EVALUATION, simulate_windows
 
 
 def train_on_a_terminal(database_url: str, home: Path) -> tuple[int, str]:

@@ -5,15 +5,14 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from babylon_assets.partitions import WINDOW_PARTITIONS
 from babylon_assets.simulation.writer import simulate
-from tests.support.dagster_instance import project_instance
 
 pytestmark = pytest.mark.subprocess
 
@@ -25,12 +24,11 @@ README_WINDOW = datetime(2026, 11, 24, 13, tzinfo=UTC)
 
 
 @pytest.fixture
-def project(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def project(database_url: str, instance: dg.DagsterInstance, tmp_path: Path) -> dict[str, str]:
     """A migrated database with the README's window simulated and registered; the environment to run in."""
     simulate(database_url, agents=5, windows=1, seed=7, start=README_WINDOW)
-    with project_instance(database_url, tmp_path / "dagster_home", monkeypatch) as instance:
-        instance.add_dynamic_partitions(WINDOW_PARTITIONS, ["2026-11-24T13:00"])
-        yield {**os.environ, "DATABASE_URL": database_url, "BABYLON_HOME": str(tmp_path), "BABYLON_PROFILE": "local"}
+    instance.add_dynamic_partitions(WINDOW_PARTITIONS, ["2026-11-24T13:00"])
+    return {**os.environ, "DATABASE_URL": database_url, "BABYLON_HOME": str(tmp_path), "BABYLON_PROFILE": "local"}
 
 
 def babylon(arguments: list[str], environment: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -30,15 +30,9 @@ from babylon_assets.tools.run_health import (
     ProcessCheckingRunLauncher,
     clean_up_dead_runs,
 )
-from tests.support.dagster_instance import SHORT_EVALUATION, project_instance, simulate_windows
+from tests.support.dagster_instance import SHORT_EVALUATION, simulate_windows
 
 LOGGER = logging.getLogger("test_unattended")
-
-
-@pytest.fixture
-def instance(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
-    with project_instance(database_url, tmp_path / "dagster_home", monkeypatch) as project:
-        yield project
 
 
 @pytest.fixture

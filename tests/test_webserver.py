@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from pydantic import JsonValue
 
@@ -24,7 +25,6 @@ from tests.support.dagster_instance import (
     SHORT_EVALUATION,
     drop_dagster_database,
     drop_one_agent,
-    project_instance,
     simulate_windows,
 )
 
@@ -90,12 +90,10 @@ def webserver(instance_home: Path) -> Iterator[int]:
 
 
 @pytest.fixture
-def instance_home(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def instance_home(instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The project layout under tmp_path: BABYLON_HOME/dagster_home with the project's dagster.yaml."""
     monkeypatch.setenv("BABYLON_HOME", str(tmp_path))
-    home = tmp_path / "dagster_home"
-    with project_instance(database_url, home, monkeypatch):
-        yield home
+    return tmp_path / "dagster_home"
 
 
 def asset_nodes(port: int) -> dict[str, list[str]]:

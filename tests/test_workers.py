@@ -131,7 +131,7 @@ def test_a_training_worker_without_its_trainers_requirements_stops_at_start(
 
 
 def test_the_launcher_takes_a_task_of_a_dead_worker_for_a_dead_run(
-    celery_env: None, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    celery_env: None, database_url: str, instance_database: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Task states as the real Redis result backend holds them after a worker's death; dagster-celery's own
     check calls both runs healthy, and they would stay STARTED for ever."""
