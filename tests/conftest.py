@@ -39,11 +39,32 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 _LONG_FIRST = ("xdist_group", "soak", "subprocess")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# Set on a test whose xdist_group pytest-xdist did not group; the test then fails with this message.
+_UNGROUPED = pytest.StashKey[str]()
+
+
+# After pytest-xdist's own hook, which marks a test's group in its node id.
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         return next((i for i, name in enumerate(_LONG_FIRST) if item.get_closest_marker(name)), len(_LONG_FIRST))
 
     items.sort(key=rank)
+    # A group shares one worker's setup (SmolLM2's conversion, the shared broker queue). pytest-xdist's loadgroup
+    # appends `@group` to a test's node id in the worker; on a pytest whose node ids cannot be changed so (9.2,
+    # pytest-xdist#1386) every group is silently scattered over the workers.
+    if getattr(config.option, "loadgroup", False):
+        for item in items:
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+                item.stash[_UNGROUPED] = (
+                    "pytest-xdist's --dist loadgroup did not group this test with its xdist_group: this pytest and "
+                    "pytest-xdist do not work together (pytest-xdist#1386); install the versions pyproject.toml pins"
+                )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _UNGROUPED in item.stash:
+        pytest.fail(item.stash[_UNGROUPED], pytrace=False)
 
 
 def _create_database(admin_url: str, name: str, template: str | None = None) -> str:
