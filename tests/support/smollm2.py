@@ -1,4 +1,4 @@
-"""SmolLM2-135M-Instruct converted once per test session (about 30 s), shared by the tests that need it."""
+"""SmolLM2-135M-Instruct converted once per test worker (about 4 s), shared by the tests that need it."""
 
 import atexit
 import functools
