@@ -11,7 +11,7 @@ profile's outcome judge (no judge latency, so only the platform's own cost shows
   PostgreSQL, as launched runs store them); the same on an in-memory instance is shown for reference;
 - launched: the Dagster daemon on a fresh instance of the project's dagster.yaml, one backfill of the same
   windows, `--concurrent` runs at a time; with the default launcher each run is a new run worker process,
-  with `--launcher celery` a task on `--concurrent` `babylon worker`s, twice as many runs in flight as the
+  with `--launcher celery` a task on `--concurrent` `babylon worker`s, four times as many runs in flight as the
   README says (needs RabbitMQ on 5672 and Redis on 6379).
 It prints the wall time per window of both (the launched one from the first run's submission to the last
 run's end; the backfill daemon's pick-up, here its start-up and otherwise up to its fixed 30 s interval, once
@@ -112,9 +112,9 @@ def launched(url: str, keys: list[str], launcher: Launcher, concurrent: int) -> 
         settings = require_brokers()
         delete_windows_queue()
         environment.update({BROKER_ENV: settings.broker, BACKEND_ENV: settings.backend})
-        # As the README says to set it for workers: twice their processes, so that each has its next run
+        # As the README says to set it for workers: four times their processes, so that each has its next run
         # waiting in the broker when one ends, instead of waiting for the daemon's next dequeue (every second).
-        environment["BABYLON_MAX_CONCURRENT_RUNS"] = str(2 * concurrent)
+        environment["BABYLON_MAX_CONCURRENT_RUNS"] = str(4 * concurrent)
     saved = dict(os.environ)
     os.environ.update(environment)  # the dagster.yaml written and the instance read here are the workers'
     processes: list[subprocess.Popen[bytes]] = []

@@ -103,8 +103,8 @@ def on_workers(url: str, keys: list[str], workers: int, api_base: str) -> Measur
         "BABYLON_PROFILE": "local",
         "BABYLON_CELERY_BROKER": settings.broker,
         "BABYLON_CELERY_BACKEND": settings.backend,
-        # Enough runs in flight to keep every worker busy.
-        "BABYLON_MAX_CONCURRENT_RUNS": str(2 * workers),
+        # As the README says to set it for workers: four runs in flight per worker process.
+        "BABYLON_MAX_CONCURRENT_RUNS": str(4 * workers),
         "BABYLON_JUDGE": "ruler",
         "BABYLON_JUDGE_API_BASE": api_base,
         "BABYLON_JUDGE_API_KEY": JUDGE_KEY,

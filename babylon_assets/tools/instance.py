@@ -103,7 +103,7 @@ def storage_target(url: str) -> DagsterStorageTarget:
 
 
 def max_concurrent_runs() -> int:
-    """BABYLON_MAX_CONCURRENT_RUNS, or 4; on Celery workers, about twice their processes in all (README)."""
+    """BABYLON_MAX_CONCURRENT_RUNS, or 4; on Celery workers, about four times their processes in all (README)."""
     raw = os.environ.get(MAX_CONCURRENT_RUNS_ENV, "").strip()
     if not raw:
         return MAX_CONCURRENT_RUNS
