@@ -12,7 +12,6 @@ import multiprocessing
 import resource
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -22,10 +21,9 @@ from babylon_assets.training import metric_names
 from babylon_assets.training.grpo import batch_tensors, group_advantages, normalize_items, pack_batches
 from babylon_assets.training.hf_policy import encode_chat
 from babylon_assets.training.torch_backend import ADAM_BETAS, TorchTrainer
-from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory, TorchSettings
+from babylon_assets.training.types import PolicySpec, ScoredGroup, TorchSettings
 from babylon_assets.trajectories.messages import ChatMessage
-
-WINDOW = datetime(2026, 11, 24, 13, tzinfo=UTC)
+from tests.support.training import WINDOW, scored_trajectory
 
 
 class Workload(BaseModel):
@@ -62,19 +60,8 @@ def _groups(workload: Workload) -> list[ScoredGroup]:
                     ChatMessage(role="user", content=f"Minute {turn}: BABY at {100 + turn}.5, news mixed. " * 3)
                 )
                 turns.append(ChatMessage(role="assistant", content=f'{{"action": "BUY", "size": {member + turn}}}'))
-            trajectories.append(
-                ScoredTrajectory(
-                    trajectory_id=f"g{group_index}-t{member}",
-                    window_id=WINDOW,
-                    snapshot_id=1,
-                    source_id=f"row-g{group_index}-t{member}",
-                    group_index=group_index,
-                    score=member / (workload.group_size - 1),
-                    judge="bench",
-                    rubric_version="v1",
-                    messages=turns,
-                )
-            )
+            score = member / (workload.group_size - 1)
+            trajectories.append(scored_trajectory(f"g{group_index}-t{member}", score, turns, group_index=group_index))
         groups.append(ScoredGroup(window_id=WINDOW, group_index=group_index, trajectories=trajectories))
     return groups
 

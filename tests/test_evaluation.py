@@ -5,7 +5,6 @@ import random
 import re
 import typing
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -39,10 +38,9 @@ from babylon_assets.training.hf_policy import (
     resolve_base_model,
 )
 from babylon_assets.training.torch_backend import TorchTrainer
-from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory, TorchSettings
+from babylon_assets.training.types import PolicySpec, ScoredGroup, TorchSettings
 from babylon_assets.trajectories.messages import ChatMessage
-
-WINDOW = datetime(2026, 11, 24, 13, tzinfo=UTC)
+from tests.support.training import WINDOW, register_without_lineage, scored_trajectory
 
 
 def test_replies_parse_into_actions_and_anything_else_is_none() -> None:
@@ -176,38 +174,13 @@ def register_tiny_checkpoint(url: str, tmp_path: Path, home: Path) -> None:
     group = ScoredGroup(
         window_id=WINDOW,
         group_index=0,
-        trajectories=[
-            ScoredTrajectory(
-                trajectory_id=name,
-                window_id=WINDOW,
-                snapshot_id=1,
-                source_id=f"row-{name}",
-                group_index=0,
-                score=score,
-                judge="t",
-                rubric_version="v1",
-                messages=messages,
-            )
-            for name, score in (("a", 1.0), ("b", 0.0))
-        ],
+        trajectories=[scored_trajectory(name, score, messages) for name, score in (("a", 1.0), ("b", 0.0))],
     )
     outcome = trainer.train_step([group], step=1, learning_rate=1e-3, seed=0)
     with connect(url, autocommit=True) as conn:
         registry.ensure_policy_model(conn, policy)
         # Registered without lineage: evaluation needs only the checkpoint.
-        registry.register_checkpoint(
-            conn,
-            lease=registry.lock_model(conn, policy.name),
-            policy=policy,
-            outcome=outcome,
-            groups=[],
-            config={},
-            eval_margin_before=None,
-            eval_margin_after=None,
-            eval_windows=0,
-            wandb_run_id=None,
-            wandb_artifact=None,
-        )
+        register_without_lineage(conn, policy, outcome, registry.lock_model(conn, policy.name))
 
 
 def test_babylon_evaluate_plays_the_tiny_model_and_stores_the_result(

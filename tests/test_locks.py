@@ -10,6 +10,7 @@ from babylon_assets.training.types import CheckpointRef, PolicySpec, StepOutcome
 from babylon_assets.trajectories.models import parse_window_key
 from babylon_assets.trajectories.validation import validate_window
 from tests.support.dagster_instance import simulate_windows
+from tests.support.training import register_without_lineage
 from tests.support.trajectory_rows import ingest_and_validate
 
 
@@ -37,19 +38,7 @@ def register_step(url: str, step: int, lease: registry.ModelLease) -> int:
         step=step, metrics={}, checkpoint=CheckpointRef(backend="torch", step=step, location=f"/tmp/step-{step}")
     )
     with psycopg.connect(url, autocommit=True) as conn:
-        return registry.register_checkpoint(
-            conn,
-            policy=POLICY,
-            outcome=outcome,
-            groups=[],
-            config={},
-            eval_margin_before=None,
-            eval_margin_after=None,
-            eval_windows=0,
-            wandb_run_id=None,
-            wandb_artifact=None,
-            lease=lease,
-        )
+        return register_without_lineage(conn, POLICY, outcome, lease)
 
 
 def terminate(url: str, backend_pid: int) -> None:

@@ -20,6 +20,7 @@ from babylon_assets.training.types import CheckpointRef, PolicySpec, StepOutcome
 from resources.database import DatabaseResource
 from resources.trainer import TrainerResource
 from resources.wandb import WandbResource
+from tests.support.training import register_without_lineage
 from tests.test_evaluation import register_tiny_checkpoint
 
 POLICY = PolicySpec(name="policy", base_model="tiny", project="test", backend="torch")
@@ -33,18 +34,9 @@ def _register(url: str, step: int, backend: str = "torch", margin: float | None 
     )
     with connect(url, autocommit=True) as conn:
         registry.ensure_policy_model(conn, policy)
-        return registry.register_checkpoint(
-            conn,
-            lease=registry.lock_model(conn, policy.name),
-            policy=policy,
-            outcome=outcome,
-            groups=[],
-            config={},
-            eval_margin_before=0.0,
-            eval_margin_after=margin,
-            eval_windows=1,
-            wandb_run_id=None,
-            wandb_artifact=None,
+        lease = registry.lock_model(conn, policy.name)
+        return register_without_lineage(
+            conn, policy, outcome, lease, eval_margin_before=0.0, eval_margin_after=margin, eval_windows=1
         )
 
 

@@ -23,9 +23,10 @@ from babylon_assets.training.hf_policy import (
     resolve_base_model,
 )
 from babylon_assets.training.torch_backend import TorchTrainer
-from babylon_assets.training.types import PolicySpec, ScoredGroup, ScoredTrajectory, TorchSettings
+from babylon_assets.training.types import PolicySpec, ScoredGroup, TorchSettings
 from babylon_assets.trajectories.messages import ChatMessage
-from tests.support.smollm2 import WINDOW, smollm2_models_root
+from tests.support.smollm2 import smollm2_models_root
+from tests.support.training import WINDOW, scored_trajectory
 
 # One conversion of SmolLM2 per worker: all these tests on the same one.
 pytestmark = [pytest.mark.xdist_group("smollm2"), pytest.mark.usefixtures("one_torch_thread")]
@@ -65,24 +66,6 @@ def test_under_the_reply_schema_the_base_model_plays_a_valid_action() -> None:
     assert result.invalid == 0 and parse_action(result.first_reply) is not None, result.first_reply
 
 
-def _trajectory(trajectory_id: str, score: float, answer: str, filler: str) -> ScoredTrajectory:
-    return ScoredTrajectory(
-        trajectory_id=trajectory_id,
-        window_id=WINDOW,
-        snapshot_id=1,
-        source_id=f"row-{trajectory_id}",
-        group_index=0,
-        score=score,
-        judge="test",
-        rubric_version="v1",
-        messages=[
-            ChatMessage(role="system", content="You are a Babylon trading agent."),
-            ChatMessage(role="user", content=filler),
-            ChatMessage(role="assistant", content=answer),
-        ],
-    )
-
-
 def test_a_lora_step_changes_the_adapter_and_lowers_the_loss(tmp_path: Path) -> None:
     trainer = TorchTrainer(
         PolicySpec(name="smol", base_model=SMOLLM2, project="test", backend="torch"),
@@ -91,12 +74,23 @@ def test_a_lora_step_changes_the_adapter_and_lowers_the_loss(tmp_path: Path) -> 
         models_root=smollm2_models_root(),
     )
     filler = " ".join(f"BABY trades at {100 + i}." for i in range(20))
+
+    def messages(answer: str) -> list[ChatMessage]:
+        return [
+            ChatMessage(role="system", content="You are a Babylon trading agent."),
+            ChatMessage(role="user", content=filler),
+            ChatMessage(role="assistant", content=answer),
+        ]
+
     good = '{"action": "OPEN_PERP", "parameters": {"ticker": "BABY", "side": "long"}}' * 4
     bad = '{"action": "HOLD", "parameters": {}}' * 4
     group = ScoredGroup(
         window_id=WINDOW,
         group_index=0,
-        trajectories=[_trajectory("good", 1.0, good, filler), _trajectory("bad", 0.0, bad, filler)],
+        trajectories=[
+            scored_trajectory(name, score, messages(answer))
+            for name, score, answer in (("good", 1.0, good), ("bad", 0.0, bad))
+        ],
     )
     for trajectory in group.trajectories:
         chat = encode_chat(trainer.tokenizer, trajectory.messages, 256)

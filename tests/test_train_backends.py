@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -14,9 +13,10 @@ import torch
 from babylon_assets.errors import BabylonError, ConfigurationError
 from babylon_assets.training.art_backends import ArtServerlessTrainer, ArtTrainer, to_art_groups
 from babylon_assets.training.torch_backend import TorchTrainer
-from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup, ScoredTrajectory
+from babylon_assets.training.types import CheckpointRef, PolicySpec, ScoredGroup
 from babylon_assets.trajectories.messages import ChatMessage
 from resources.trainer import TorchConfig, TrainerResource, trainer_resource_for
+from tests.support.training import WINDOW, scored_trajectory
 
 HF_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 SECRET = "wandb-test-key-not-real-0123456789"
@@ -117,23 +117,17 @@ def test_torch_refuses_a_base_model_that_is_not_a_local_folder() -> None:
 
 
 def two_groups() -> list[ScoredGroup]:
-    window = datetime(2026, 11, 24, 13, tzinfo=UTC)
     messages = [ChatMessage(role="system", content="s"), ChatMessage(role="user", content="u")]
     return [
         ScoredGroup(
-            window_id=window,
+            window_id=WINDOW,
             group_index=index,
             trajectories=[
-                ScoredTrajectory(
-                    trajectory_id=f"t{index}-{n}",
-                    window_id=window,
-                    snapshot_id=1,
-                    source_id=f"row-{index}-{n}",
+                scored_trajectory(
+                    f"t{index}-{n}",
+                    n / 4,
+                    [*messages, ChatMessage(role="assistant", content=f"answer {n}")],
                     group_index=index,
-                    score=n / 4,
-                    judge="ruler",
-                    rubric_version="v2",
-                    messages=[*messages, ChatMessage(role="assistant", content=f"answer {n}")],
                 )
                 for n in range(3)
             ],

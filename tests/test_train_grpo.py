@@ -1,7 +1,6 @@
 """The torch trainer's math and behaviour on a tiny model (no database)."""
 
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,7 @@ from babylon_assets.training.types import (
     TorchSettings,
 )
 from babylon_assets.trajectories.messages import ChatMessage
-
-WINDOW = datetime(2026, 11, 24, 13, tzinfo=UTC)
+from tests.support.training import WINDOW, scored_trajectory
 
 
 def chat(mask: list[bool], cut_assistant_tokens: int = 0) -> EncodedChat:
@@ -116,21 +114,12 @@ def test_encode_chat_marks_exactly_the_assistant_contents() -> None:
 
 
 def trajectory(trajectory_id: str, score: float, answer: str) -> ScoredTrajectory:
-    return ScoredTrajectory(
-        trajectory_id=trajectory_id,
-        window_id=WINDOW,
-        snapshot_id=1,
-        source_id=f"row-{trajectory_id}",
-        group_index=0,
-        score=score,
-        judge="test",
-        rubric_version="v1",
-        messages=[
-            ChatMessage(role="system", content="You trade."),
-            ChatMessage(role="user", content="BABY is at 10. Act."),
-            ChatMessage(role="assistant", content=answer),
-        ],
-    )
+    chat = [
+        ChatMessage(role="system", content="You trade."),
+        ChatMessage(role="user", content="BABY is at 10. Act."),
+        ChatMessage(role="assistant", content=answer),
+    ]
+    return scored_trajectory(trajectory_id, score, chat)
 
 
 def make_trainer(tmp_path: Path, **settings: bool | float) -> TorchTrainer:

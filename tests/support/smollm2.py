@@ -4,12 +4,9 @@ import atexit
 import functools
 import shutil
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from babylon_assets.training.hf_policy import SMOLLM2, resolve_base_model
-
-WINDOW = datetime(2026, 11, 24, 13, tzinfo=UTC)
 
 
 @functools.cache
