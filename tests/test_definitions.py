@@ -117,8 +117,8 @@ def test_instance_config_keeps_the_password_out_of_the_yaml() -> None:
     assert config["telemetry"] == {"enabled": False}
     # A run whose process died is failed by run monitoring, its slots freed; failed chains are retried.
     assert config["run_launcher"] == {
-        "module": "babylon_assets.tools.run_health",
-        "class": "ProcessCheckingRunLauncher",
+        "module": "babylon_assets.tools.run_launcher",
+        "class": "ForkingRunLauncher",
     }
     monitoring = config["run_monitoring"]
     assert isinstance(monitoring, dict)

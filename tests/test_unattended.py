@@ -27,9 +27,9 @@ from babylon_assets.tools.run_health import (
     RUN_HOST_TAG,
     RUN_PID_TAG,
     RUN_PROCESS_STARTED_TAG,
-    ProcessCheckingRunLauncher,
     clean_up_dead_runs,
 )
+from babylon_assets.tools.run_launcher import ForkingRunLauncher
 from tests.support.dagster_instance import SHORT_EVALUATION, simulate_windows
 
 LOGGER = logging.getLogger("test_unattended")
@@ -82,7 +82,7 @@ def test_run_monitoring_fails_a_run_whose_process_died_and_frees_its_slot(
     instance: dg.DagsterInstance, worker: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert instance.run_monitoring_enabled
-    assert isinstance(instance.run_launcher, ProcessCheckingRunLauncher)
+    assert isinstance(instance.run_launcher, ForkingRunLauncher)
     assert instance.run_retries_enabled
     run = started_run(instance, worker)
 

@@ -45,8 +45,8 @@ def test_without_a_broker_runs_stay_next_to_the_daemon(monkeypatch: pytest.Monke
     monkeypatch.delenv("BABYLON_CELERY_BACKEND", raising=False)
     # Dagster's default launcher (a process next to the daemon), with the process check run monitoring needs.
     assert instance_config(URL)["run_launcher"] == {
-        "module": "babylon_assets.tools.run_health",
-        "class": "ProcessCheckingRunLauncher",
+        "module": "babylon_assets.tools.run_launcher",
+        "class": "ForkingRunLauncher",
     }
 
 

@@ -152,8 +152,8 @@ def instance_config(url: str) -> dict[str, YamlValue]:
         # The level of every run's console output (default DEBUG: a dozen engine lines per step in the
         # terminal of `babylon dev`). Dagster's events are stored whatever this says; log lines below it are not.
         "python_logs": {"python_log_level": "INFO"},
-        # Our launcher is Dagster's default plus the process check run monitoring needs (run_health).
-        "run_launcher": {"module": "babylon_assets.tools.run_health", "class": "ProcessCheckingRunLauncher"},
+        # Each run forked from a warm process, with the process check run monitoring needs (run_launcher.py).
+        "run_launcher": {"module": "babylon_assets.tools.run_launcher", "class": "ForkingRunLauncher"},
         "run_monitoring": {
             "enabled": True,
             "poll_interval_seconds": MONITOR_INTERVAL_SECONDS,

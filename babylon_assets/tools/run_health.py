@@ -1,23 +1,20 @@
 """Whether a run's process is still alive, so a run whose process died never stays STARTED.
 
 Dagster 1.13's DefaultRunLauncher cannot tell (it does not support run worker health checks), so run
-monitoring would leave a `kill -9`ed run STARTED, holding its pool slot, for ever. The launcher
-below adds the check: a run's process is named by the `babylon/pid` tags of an in-process run
-(`babylon train`) or by the run worker's own "Started process for run (pid: N)" event, and it is dead
-when no such process exists, it is a zombie, or the pid now belongs to a process started later.
-`clean_up_dead_runs` applies the same check for `babylon train`, which runs without the daemon.
+monitoring would leave a `kill -9`ed run STARTED, holding its pool slot, for ever. Our launcher
+(run_launcher.py) checks here: a run's process is named by the `babylon/pid` tags, which the launcher
+sets for the process it forks and `babylon train` for its in-process runs, or else by the run worker's
+own "Started process for run (pid: N)" event, and it is dead when no such process exists, it is a
+zombie, or the pid now belongs to a process started later. `clean_up_dead_runs` applies the same check
+for `babylon train`, which runs without the daemon.
 """
 
-import os
 import socket
-from collections.abc import Mapping
-from typing import Self
 
 import dagster as dg
 import psutil
 from dagster._core.events import DagsterEventType
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-from dagster._serdes.config_class import ConfigurableClassData
 from pydantic import BaseModel, ConfigDict
 
 RUN_PID_TAG = "babylon/pid"
@@ -28,12 +25,13 @@ RUN_PROCESS_STARTED_TAG = "babylon/process_started"
 CLOCK_SLACK_SECONDS = 2.0
 
 
-def process_tags() -> dict[str, str]:
-    """Tags naming this process, for a run executed in it."""
+def process_tags(process: psutil.Process | None = None) -> dict[str, str]:
+    """Tags naming `process` (this one by default), for a run executed in it."""
+    named = process if process is not None else psutil.Process()
     return {
-        RUN_PID_TAG: str(os.getpid()),
+        RUN_PID_TAG: str(named.pid),
         RUN_HOST_TAG: socket.gethostname(),
-        RUN_PROCESS_STARTED_TAG: f"{psutil.Process().create_time():.3f}",
+        RUN_PROCESS_STARTED_TAG: f"{named.create_time():.3f}",
     }
 
 
@@ -46,7 +44,7 @@ class RunProcess(BaseModel):
     started_by: float
 
 
-def _alive(process: RunProcess) -> bool:
+def is_alive(process: RunProcess) -> bool:
     try:
         found = psutil.Process(process.pid)
         return bool(found.status() != psutil.STATUS_ZOMBIE and found.create_time() <= process.started_by)
@@ -78,24 +76,9 @@ def worker_health(instance: dg.DagsterInstance, run: dg.DagsterRun) -> CheckRunH
     if process is None:
         # Nothing to check (not started yet, or another host's): monitoring's start timeout covers it.
         return CheckRunHealthResult(WorkerStatus.RUNNING, "no process of this host to check")
-    if _alive(process):
+    if is_alive(process):
         return CheckRunHealthResult(WorkerStatus.RUNNING, f"process {process.pid} is running")
     return CheckRunHealthResult(WorkerStatus.FAILED, f"the run's process {process.pid} is gone (killed or crashed)")
-
-
-class ProcessCheckingRunLauncher(dg.DefaultRunLauncher):
-    """DefaultRunLauncher plus the worker health check run monitoring needs (see the module docstring)."""
-
-    @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, object]) -> Self:
-        return cls(inst_data=inst_data)
-
-    @property
-    def supports_check_run_worker_health(self) -> bool:
-        return True
-
-    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
-        return worker_health(self._instance, run)
 
 
 class DeadRun(BaseModel):
