@@ -17,15 +17,14 @@ from pathlib import Path
 import dagster as dg
 import psutil
 import pytest
-import yaml
 from dagster._core.launcher.base import WorkerStatus
 from dagster._core.test_utils import create_run_for_test, create_test_daemon_workspace_context
 from dagster._core.workspace.load_target import EmptyWorkspaceTarget
 
-from babylon_assets.tools.instance import instance_environment, prepare_instance
+from babylon_assets.tools.instance import YamlValue
 from babylon_assets.tools.run_health import RUN_HOST_TAG, RUN_PID_TAG
 from babylon_assets.tools.run_launcher import ForkingRunLauncher
-from tests.support.dagster_instance import drop_dagster_database
+from tests.support.dagster_instance import project_instance
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.xdist_group("forkserver")]
 
@@ -95,18 +94,9 @@ def forking_instance(
     # Where the forkserver finds the module: Python 3.11's forkserver imports its preload with the interpreter's
     # default path, not this process's sys.path (see run_launcher.py).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(location), os.environ.get("PYTHONPATH", "")]))
-    home = prepare_instance(database_url, tmp_path / "dagster_home")
-    config = yaml.safe_load((home / "dagster.yaml").read_text())
-    config["run_launcher"]["config"] = {"preload_modules": [LOCATION_MODULE]}
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    for name, value in instance_environment(database_url, home).items():
-        monkeypatch.setenv(name, value)
-    instance = dg.DagsterInstance.from_config(str(home))
-    try:
+    launcher_config: dict[str, YamlValue] = {"preload_modules": [LOCATION_MODULE]}
+    with project_instance(database_url, tmp_path / "dagster_home", monkeypatch, launcher_config) as instance:
         yield instance
-    finally:
-        instance.dispose()
-        drop_dagster_database(database_url)
 
 
 def launch(instance: dg.DagsterInstance, location: Path, job_name: str) -> dg.DagsterRun:

@@ -9,10 +9,11 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
 from babylon_assets.simulation.writer import simulate
-from babylon_assets.tools.instance import instance_environment, prepare_instance, storage_target
+from babylon_assets.tools.instance import YamlValue, instance_environment, prepare_instance, storage_target
 
 # Over and settled, yet inside the default 168-hour lookback that discovery and training use.
 FIRST_WINDOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=12)
@@ -23,9 +24,16 @@ SHORT_EVALUATION = ["--markets", "2", "--decisions", "2", "--max-new-tokens", "1
 
 
 @contextmanager
-def project_instance(url: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
-    """A DagsterInstance built from the project's dagster.yaml, with the environment its processes get."""
+def project_instance(
+    url: str, home: Path, monkeypatch: pytest.MonkeyPatch, launcher_config: dict[str, YamlValue] | None = None
+) -> Iterator[dg.DagsterInstance]:
+    """A DagsterInstance built from the project's dagster.yaml, with the environment its processes get; with
+    `launcher_config`, its run launcher's config is that."""
     prepare_instance(url, home)
+    if launcher_config is not None:
+        config = yaml.safe_load((home / "dagster.yaml").read_text())
+        config["run_launcher"]["config"] = launcher_config
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     for name, value in instance_environment(url, home).items():
         monkeypatch.setenv(name, value)
     instance = dg.DagsterInstance.from_config(str(home))
