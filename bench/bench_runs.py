@@ -117,9 +117,9 @@ def run_time(instance: dg.DagsterInstance, record: dg.RunRecord, launcher: Launc
 
 
 def launched(url: str, keys: list[str], launcher: Launcher, concurrent: int) -> Launched:
-    """One backfill of `keys` through the daemon and the run launcher: the default one (a run worker process
-    per run) or Celery's (`concurrent` `babylon worker` processes, whose pool processes are forked once with
-    the code imported, RabbitMQ and Redis on 127.0.0.1)."""
+    """One backfill of `keys` through the daemon and the run launcher: the default one (each run forked from
+    the daemon's warm forkserver) or Celery's (`concurrent` `babylon worker` processes, whose pool processes
+    are forked once with the code imported, RabbitMQ and Redis on 127.0.0.1)."""
     folder = Path(tempfile.mkdtemp(prefix="bench-runs-"))
     home = folder / "dagster_home"
     environment = {

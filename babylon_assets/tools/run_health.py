@@ -25,13 +25,14 @@ RUN_PROCESS_STARTED_TAG = "babylon/process_started"
 CLOCK_SLACK_SECONDS = 2.0
 
 
-def process_tags(process: psutil.Process | None = None) -> dict[str, str]:
-    """Tags naming `process` (this one by default), for a run executed in it."""
-    named = process if process is not None else psutil.Process()
+def process_tags(pid: int | None = None, started_by: float | None = None) -> dict[str, str]:
+    """Tags naming the process `pid`, started by `started_by` (seconds since the epoch), for a run executed in
+    it; by default this process and its start time."""
+    this = psutil.Process()
     return {
-        RUN_PID_TAG: str(named.pid),
+        RUN_PID_TAG: str(pid if pid is not None else this.pid),
         RUN_HOST_TAG: socket.gethostname(),
-        RUN_PROCESS_STARTED_TAG: f"{named.create_time():.3f}",
+        RUN_PROCESS_STARTED_TAG: f"{started_by if started_by is not None else this.create_time():.3f}",
     }
 
 

@@ -21,12 +21,12 @@ import os
 import signal
 import sys
 import sysconfig
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
 import dagster as dg
-import psutil
 import yaml
 from dagster._cli.api import _execute_run_command_body
 from dagster._config.config_schema import UserConfigSchema
@@ -189,12 +189,9 @@ class ForkingRunLauncher(RunLauncher, ConfigurableClass):
                 "the run launcher's forkserver ended while starting the run: its traceback (an import in "
                 "preload_modules that failed) is in the daemon's output; fix it and restart the daemon"
             ) from error
-        pid = process.pid
-        assert pid is not None  # set by start()
-        try:
-            self._instance.add_run_tags(run.run_id, process_tags(psutil.Process(pid)))
-        except psutil.NoSuchProcess:
-            pass  # the run ended already; its own "Started process" event names the pid
+        assert process.pid is not None  # set by start()
+        # Started by now: an upper bound on its start time, known even if the run has ended already.
+        self._instance.add_run_tags(run.run_id, process_tags(process.pid, started_by=time.time()))
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
